@@ -1,0 +1,184 @@
+r"""BPSA / BPTA: gradient only at spike times plus a residual across spikes (HTDGLIF node).
+
+Shen, Zhao & Zeng, "Backpropagation with biologically plausible spatiotemporal adjustment for
+training deep spiking neural networks", Patterns 3(6):100522 (2022); BrainCog's
+``HTDGLIFNode`` (Zeng et al., arXiv:2207.08533).
+
+**Paper mode** (binary spikes; decay :math:`\lambda = 0.9`, threshold :math:`\theta = 0.5`,
+residual :math:`\alpha = 0.2`), input rectified first:
+
+.. math::
+
+    h[t] = \lambda\, v[t-1] + \mathrm{relu}(x[t]), \qquad o[t] = H(h[t] - \theta)
+    \;(\text{spike iff } h \ge \theta), \qquad v[t] = h[t]\,(1 - o[t]),
+
+    \text{BPSA:}\; \frac{\partial o}{\partial h} = \frac{o}{h}, \qquad
+    \text{BPTA:}\; \frac{\partial v}{\partial h} = (1 - o) + \alpha\,\frac{o}{h}.
+
+Non-spiking neurons pass no gradient through ``o``; ``α`` never changes the forward pass.
+
+**BrainCog mode** (graded output, no leak, step ``dt``):
+
+.. math::
+
+    h[t] = v[t-1] + dt\,\mathrm{relu}(x[t]), \qquad o[t] = h[t]\,H(h[t]-\theta), \qquad
+    v[t] = dt\,\bigl[h[t](1 - H(h[t]-\theta)) + \alpha\,(o[t] - \mathrm{sg}(o[t]))\bigr]
+
+so :math:`\partial o/\partial h = H(h-\theta)` and
+:math:`\partial v/\partial h = dt\,[(1-H) + \alpha H]` (``sg`` = stop-gradient).
+
+Reference values (RULES.md §4), paper, single step: ``x = [0.2, 0.5, 0.8, 1.6, 2.5]`` gives
+``o = [0, 1, 1, 1, 1]``, ``∂o/∂x = [0, 2, 1.25, 0.625, 0.4]``,
+``∂(λv)/∂x = [0.9, 0.36, 0.225, 0.1125, 0.072]``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from spikegrad._checks import check_choice, check_float_tensor, check_number
+
+__all__ = ["MODES", "HTDGLIF", "spike", "reset", "integrate", "step", "forward"]
+
+MODES = ("paper", "braincog")
+
+
+@dataclass(frozen=True)
+class HTDGLIF:
+    """Hyperparameters of the HTDGLIF node, validated once.
+
+    Args:
+        mode: ``"paper"`` (binary spikes, BPSA ``1/h``) or ``"braincog"`` (graded output).
+        threshold: ``θ > 0`` (BPSA divides by ``h >= θ``).
+        decay: paper mode's ``λ`` in ``[0, 1]`` (``None`` means 0.9); must be ``None`` in
+            braincog mode, which has no leak.
+        alpha: the BPTA residual ``α`` (backward only).
+        dt: braincog mode's step (``None`` means 1.0); must be ``None`` in paper mode.
+    """
+
+    mode: str = "paper"
+    threshold: float = 0.5
+    decay: float | None = None
+    alpha: float = 0.2
+    dt: float | None = None
+
+    def __post_init__(self) -> None:
+        check_choice("mode", self.mode, MODES)
+        set_ = object.__setattr__
+        set_(self, "threshold", check_number("threshold", self.threshold, positive=True))
+        set_(self, "alpha", check_number("alpha", self.alpha))
+        if self.mode == "paper":
+            if self.dt is not None:
+                raise ValueError("dt applies to mode='braincog' only; leave dt=None in paper mode")
+            decay = 0.9 if self.decay is None else self.decay
+            set_(self, "decay", check_number("decay (beta)", decay, low=0.0, high=1.0))
+        else:
+            if self.decay is not None:
+                raise ValueError(
+                    "mode='braincog' has no leak (BrainCog's HTDGLIFNode ignores tau); "
+                    "leave decay/beta=None, or use mode='paper'"
+                )
+            dt = 1.0 if self.dt is None else self.dt
+            set_(self, "dt", check_number("dt", dt, positive=True))
+
+
+class _BPSASpike(torch.autograd.Function):
+    """``H(h - θ)`` (inclusive) forward; ``o / h`` backward."""
+
+    @staticmethod
+    def forward(h: torch.Tensor, threshold: float) -> torch.Tensor:  # type: ignore[override]
+        return (h >= threshold).to(h.dtype)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(inputs[0], output)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
+        h, o = ctx.saved_tensors
+        return grad * o / torch.where(o > 0, h, torch.ones_like(h)), None
+
+
+class _BPTAReset(torch.autograd.Function):
+    """``h (1 - o)`` forward; ``(1 - o) + α o / h`` backward."""
+
+    @staticmethod
+    def forward(h: torch.Tensor, threshold: float, alpha: float) -> torch.Tensor:  # type: ignore[override]
+        return torch.where(h >= threshold, torch.zeros_like(h), h)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        h, threshold, alpha = inputs
+        ctx.save_for_backward(h)
+        ctx.threshold, ctx.alpha = threshold, alpha
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        (h,) = ctx.saved_tensors
+        fired = h >= ctx.threshold
+        local = torch.where(fired, ctx.alpha / torch.where(fired, h, torch.ones_like(h)), 1.0)
+        return grad * local.to(h.dtype), None, None
+
+
+def spike(h: torch.Tensor, cfg: HTDGLIF) -> torch.Tensor:
+    """The node's output from the pre-reset potential ``h`` (binary or graded, by mode)."""
+    if cfg.mode == "paper":
+        return _BPSASpike.apply(h, cfg.threshold)
+    return h * (h >= cfg.threshold).to(h.dtype)
+
+
+def reset(h: torch.Tensor, cfg: HTDGLIF) -> torch.Tensor:
+    """The post-reset state ``v`` (BPTA residual in the backward; ``dt``-scaled in braincog)."""
+    if cfg.mode == "paper":
+        return _BPTAReset.apply(h, cfg.threshold, cfg.alpha)
+    fired = (h >= cfg.threshold).to(h.dtype)
+    o = h * fired
+    return (h * (1.0 - fired) + cfg.alpha * (o - o.detach())) * cfg.dt
+
+
+def integrate(v_prev: torch.Tensor, x: torch.Tensor, cfg: HTDGLIF) -> torch.Tensor:
+    """``h[t]`` from the post-reset state and the (not yet rectified) input."""
+    if cfg.mode == "paper":
+        return cfg.decay * v_prev + F.relu(x)
+    return v_prev + cfg.dt * F.relu(x)
+
+
+def step(
+    x: torch.Tensor, h_prev: torch.Tensor, cfg: HTDGLIF
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step from the previous pre-reset potential (zeros at a window's start).
+
+    Returns:
+        ``(o[t], h[t])``.
+
+    Shape:
+        x, h_prev: any shape (the same); outputs: the same.
+    """
+    h = integrate(reset(h_prev, cfg), x, cfg)
+    return spike(h, cfg), h
+
+
+def forward(
+    x: torch.Tensor, cfg: HTDGLIF, *, v0: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole sequence.
+
+    Returns:
+        ``(o, h)``: outputs and pre-reset potentials.
+
+    Shape:
+        x: ``[T, B, *]``; outputs: ``[T, B, *]``.
+    """
+    check_float_tensor("x", x, min_dim=1)
+    v = torch.zeros_like(x[0]) if v0 is None else v0
+    outs, pots = [], []
+    for t in range(x.shape[0]):
+        h = integrate(v, x[t], cfg)
+        outs.append(spike(h, cfg))
+        pots.append(h)
+        v = reset(h, cfg)
+    return torch.stack(outs), torch.stack(pots)

@@ -1,0 +1,131 @@
+r"""Multi-strength (integer-valued) spikes: integrate-and-fire emitting ``floor(h / τ)``.
+
+Chen, Ma, Xie, Guo, Li & Wang, "Fast and Efficient Deep Sparse Multi-Strength Spiking Neural
+Networks with Dynamic Pruning", IJCNN 2018 (quoted in seed 002). The seed's reset index
+``θ_{t-1}`` would emit the same charge twice; the same-step index is used:
+
+.. math::
+
+    h[t] = \beta\, v[t-1] + z[t], \qquad
+    \theta[t] = \min\!\Bigl(\Bigl\lfloor \frac{\max(h[t], 0)}{\tau} \Bigr\rfloor,\; D\Bigr),
+    \qquad v[t] = h[t] - \tau\,\theta[t]
+
+(``β = 1`` is the paper's IF neuron; without a cap ``D`` the ``min`` is dropped). Consequences:
+``0 <= v < τ`` after a step with ``0 <= h < τ (D + 1)``; negative potentials are kept; charge is
+conserved, ``Σ_t τ θ[t] + v[T-1] = Σ_t z[t]`` for ``β = 1``.
+
+Direct training uses a rectangular straight-through estimator for the floor,
+
+.. math::
+
+    \frac{\partial \theta}{\partial h} = \frac{1}{\tau}\,
+    \mathbf{1}\bigl[0 \le h < \tau (D + 1)\bigr] \quad (\mathbf{1}[h \ge 0] \text{ without a
+    cap}),
+
+and by default the reset detaches ``θ`` (so ``∂v/∂h = 1``); with ``detach_reset=False`` the
+gradient also flows through ``-τθ``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from spikegrad._checks import check_float_tensor, check_number
+
+__all__ = ["MultiStrength", "strength", "step", "forward"]
+
+
+@dataclass(frozen=True)
+class MultiStrength:
+    """Hyperparameters, validated once.
+
+    Args:
+        threshold: ``τ > 0``, the charge of one unit of strength.
+        beta: leak on the remainder, in ``[0, 1]`` (1.0: no leak, the paper's IF).
+        max_strength: cap ``D`` (a positive integer) or ``None`` for no cap.
+        detach_reset: detach ``θ`` in ``v = h - τθ`` (default ``True``).
+    """
+
+    threshold: float = 1.0
+    beta: float = 1.0
+    max_strength: int | None = None
+    detach_reset: bool = True
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__
+        set_(self, "threshold", check_number("threshold", self.threshold, positive=True))
+        set_(self, "beta", check_number("beta", self.beta, low=0.0, high=1.0))
+        d = self.max_strength
+        if d is not None and (isinstance(d, bool) or not isinstance(d, int) or d < 1):
+            raise ValueError(f"max_strength must be a positive int or None, got {d!r}")
+        if not isinstance(self.detach_reset, bool):
+            raise TypeError(f"detach_reset must be a bool, got {self.detach_reset!r}")
+
+
+class _FloorSTE(torch.autograd.Function):
+    """``min(floor(relu(h)/τ), D)`` forward; ``1/τ`` on the window backward."""
+
+    @staticmethod
+    def forward(h: torch.Tensor, tau: float, cap: int | None) -> torch.Tensor:  # type: ignore[override]
+        theta = torch.floor(torch.clamp(h, min=0.0) / tau)
+        return theta if cap is None else torch.clamp(theta, max=float(cap))
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        h, tau, cap = inputs
+        ctx.save_for_backward(h)
+        ctx.tau, ctx.cap = tau, cap
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+        (h,) = ctx.saved_tensors
+        window = h >= 0
+        if ctx.cap is not None:
+            window = window & (h < ctx.tau * (ctx.cap + 1))
+        return grad * window.to(h.dtype) / ctx.tau, None, None
+
+
+def strength(h: torch.Tensor, cfg: MultiStrength) -> torch.Tensor:
+    """The integer strength ``θ`` (a float tensor) with the straight-through backward."""
+    return _FloorSTE.apply(h, cfg.threshold, cfg.max_strength)
+
+
+def step(
+    z: torch.Tensor, v_prev: torch.Tensor, cfg: MultiStrength
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step from the previous remainder ``v[t-1]`` (zeros at a window's start).
+
+    Returns:
+        ``(θ[t], v[t])``: strength and remainder after subtraction.
+
+    Shape:
+        z, v_prev: any shape (the same); outputs: the same.
+    """
+    h = v_prev + z if cfg.beta == 1.0 else cfg.beta * v_prev + z
+    theta = strength(h, cfg)
+    emitted = theta.detach() if cfg.detach_reset else theta
+    return theta, h - cfg.threshold * emitted
+
+
+def forward(
+    z: torch.Tensor, cfg: MultiStrength, *, v0: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole sequence.
+
+    Returns:
+        ``(θ, v)``: strengths and remainders.
+
+    Shape:
+        z: ``[T, B, *]``; outputs: ``[T, B, *]``.
+    """
+    check_float_tensor("z", z, min_dim=1)
+    v = torch.zeros_like(z[0]) if v0 is None else v0
+    thetas, rems = [], []
+    for t in range(z.shape[0]):
+        theta, v = step(z[t], v, cfg)
+        thetas.append(theta)
+        rems.append(v)
+    return torch.stack(thetas), torch.stack(rems)

@@ -1,0 +1,217 @@
+r"""Reset-term BPTT: the gradient path through the reset that detached implementations drop.
+
+Yang, "Temporal Surrogate Back-propagation for Spiking Neural Networks", arXiv:2011.09964 (2020).
+
+Forward (leaky integrate-and-fire, reset to zero or by subtraction, pre-reset potential ``u``):
+
+.. math::
+
+    u[t] = \beta\, v[t-1] + c[t], \qquad s[t] = H(u[t] - \vartheta), \qquad
+    v[t] = \begin{cases} u[t]\,(1 - s[t]) & \text{zero} \\ u[t] - \vartheta s[t] &
+    \text{subtract} \end{cases}
+
+with :math:`\beta = 1 - 1/\tau_m` and :math:`H` the strict step (``u > ϑ``). Backward: the spike
+uses a surrogate :math:`H'` (the paper's is :class:`~spikegrad.rules.surrogate.Sigmoid` with
+temperature 0.3), and the temporal Jacobian keeps the reset term scaled by ``k`` =
+``reset_grad_scale``:
+
+.. math::
+
+    \frac{\partial u[t+1]}{\partial u[t]} = \beta\,\bigl[(1 - s[t]) - k\,u[t]\,H'(u[t]-\vartheta)
+    \bigr] \;\text{(zero)}, \qquad
+    \beta\,\bigl[1 - k\,\vartheta\,H'(u[t]-\vartheta)\bigr] \;\text{(subtract)}.
+
+``k = 1`` is the paper's rule (plain autograd through an undetached reset); ``k = 0`` is what
+detached implementations (snntorch's default ``Leaky``) compute; ``k = T`` reproduces the
+author's code, which drops the ``1/T`` factor on the reset path.
+
+Optional synaptic trace and the van Rossum loss (paper eq. 2 and 6), with the trace kernel
+:math:`\epsilon`:
+
+.. math::
+
+    a[t] = \Bigl(1 - \frac{1}{\tau_s}\Bigr) a[t-1] + \frac{s[t]}{\tau_s}, \qquad
+    L = \sum_t \sum_n \tfrac12 \bigl((\epsilon * d)[t] - (\epsilon * s)[t]\bigr)^2 .
+
+All functions are time-major (``[T, B, *]``) or single-step (``[B, *]``), pure torch, CPU/CUDA.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from spikegrad._checks import check_choice, check_float_tensor, check_number, check_same
+
+__all__ = [
+    "MECHANISMS",
+    "reset",
+    "step",
+    "forward",
+    "trace_step",
+    "trace",
+    "van_rossum_loss",
+    "jacobian",
+]
+
+MECHANISMS = ("zero", "subtract")
+SpikeFn = Callable[[torch.Tensor], torch.Tensor]
+Scalar = float | torch.Tensor
+
+
+def _scale_grad(s: torch.Tensor, k: float) -> torch.Tensor:
+    """``s`` in value, ``k`` times its gradient (``k = 0`` detaches)."""
+    if k == 1.0:
+        return s
+    if k == 0.0:
+        return s.detach()
+    return s.detach() + k * (s - s.detach())
+
+
+def reset(
+    u: torch.Tensor, s: torch.Tensor, *, threshold: Scalar, mechanism: str = "zero",
+    reset_grad_scale: float = 1.0,
+) -> torch.Tensor:
+    """The post-reset state ``v`` from the pre-reset potential ``u`` and its spike ``s``.
+
+    Shape:
+        u, s: any shape (the same); output: the same.
+    """
+    s_r = _scale_grad(s, reset_grad_scale)
+    if mechanism == "zero":
+        return u * (1.0 - s_r)
+    return u - threshold * s_r
+
+
+def step(
+    c: torch.Tensor, u_prev: torch.Tensor, *, beta: Scalar, threshold: Scalar, spike_fn: SpikeFn,
+    mechanism: str = "zero", reset_grad_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step from the previous *pre-reset* potential (the state snntorch passes around).
+
+    The previous spike is recomputed from ``u_prev`` (with the surrogate, so its reset gradient
+    is exact), the reset applied, then the new potential integrated and thresholded.
+
+    Args:
+        c: input current ``c[t]``.
+        u_prev: ``u[t-1]`` (zeros at the start of a window).
+        beta: leak ``β`` (float or tensor, broadcast).
+        threshold: ``ϑ``.
+        spike_fn: ``x -> H(x)`` with a surrogate backward, e.g. ``surrogate.Sigmoid(0.3)``.
+        mechanism: ``"zero"`` or ``"subtract"``.
+        reset_grad_scale: ``k`` in the module docstring.
+
+    Returns:
+        ``(s[t], u[t])``.
+
+    Shape:
+        c, u_prev: ``[B, *]`` (any shape, the same); outputs: the same.
+    """
+    if reset_grad_scale == 0.0:
+        s_prev = (u_prev > threshold).to(u_prev.dtype)
+    else:
+        s_prev = spike_fn(u_prev - threshold)
+    v_prev = reset(u_prev, s_prev, threshold=threshold, mechanism=mechanism,
+                   reset_grad_scale=reset_grad_scale)
+    u = beta * v_prev + c
+    return spike_fn(u - threshold), u
+
+
+def forward(
+    c: torch.Tensor, *, beta: Scalar, threshold: Scalar, spike_fn: SpikeFn,
+    mechanism: str = "zero", reset_grad_scale: float = 1.0, v0: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole sequence (the reference the neurons are tested against).
+
+    Args:
+        c: input currents, time-major.
+        v0: initial post-reset state (zeros if ``None``).
+        Others as in :func:`step`.
+
+    Returns:
+        ``(s, u)``: spikes and pre-reset potentials.
+
+    Shape:
+        c: ``[T, B, *]``; outputs: ``[T, B, *]``.
+    """
+    check_float_tensor("c", c, min_dim=1)
+    check_choice("mechanism", mechanism, MECHANISMS)
+    v = torch.zeros_like(c[0]) if v0 is None else v0
+    spikes, potentials = [], []
+    for t in range(c.shape[0]):
+        u = beta * v + c[t]
+        s = spike_fn(u - threshold)
+        v = reset(u, s, threshold=threshold, mechanism=mechanism,
+                  reset_grad_scale=reset_grad_scale)
+        spikes.append(s)
+        potentials.append(u)
+    return torch.stack(spikes), torch.stack(potentials)
+
+
+def trace_step(a_prev: torch.Tensor, s: torch.Tensor, tau_s: float) -> torch.Tensor:
+    """``a[t] = (1 - 1/τs) a[t-1] + s[t]/τs`` (``τs = 1`` gives ``a = s``)."""
+    return (1.0 - 1.0 / tau_s) * a_prev + s / tau_s
+
+
+def trace(s: torch.Tensor, tau_s: float = 2.0) -> torch.Tensor:
+    """The synaptic trace ``ε * s`` of a spike train (zero initial trace).
+
+    Shape:
+        s: ``[T, B, *]``; output: the same.
+    """
+    check_float_tensor("s", s, min_dim=1)
+    tau_s = check_number("tau_s", tau_s, low=1.0)
+    a = torch.zeros_like(s[0])
+    out = []
+    for t in range(s.shape[0]):
+        a = trace_step(a, s[t], tau_s)
+        out.append(a)
+    return torch.stack(out)
+
+
+def van_rossum_loss(
+    spikes: torch.Tensor, target_spikes: torch.Tensor, *, tau_s: float = 2.0,
+    reduction: str = "mean",
+) -> torch.Tensor:
+    """Van Rossum distance ``½ Σ_t Σ_n ((ε*d)[t] - (ε*s)[t])²`` per sample, then reduced.
+
+    Args:
+        spikes: the network's output spikes ``s`` (or any signal to be filtered).
+        target_spikes: the desired spike trains ``d``.
+        tau_s: trace time constant (``>= 1``).
+        reduction: ``"mean"`` (over the batch), ``"sum"`` or ``"none"`` (one value per sample).
+
+    Shape:
+        spikes, target_spikes: ``[T, B, *]``; output: scalar, or ``[B]`` for ``"none"``.
+    """
+    check_float_tensor("spikes", spikes, min_dim=2)
+    check_float_tensor("target_spikes", target_spikes, min_dim=2)
+    check_same("target_spikes", target_spikes, "spikes", spikes)
+    check_choice("reduction", reduction, ("mean", "sum", "none"))
+    diff = trace(target_spikes, tau_s) - trace(spikes, tau_s)
+    per_sample = 0.5 * diff.pow(2).transpose(0, 1).reshape(spikes.shape[1], -1).sum(dim=1)
+    if reduction == "none":
+        return per_sample
+    return per_sample.mean() if reduction == "mean" else per_sample.sum()
+
+
+def jacobian(
+    u: torch.Tensor, *, beta: Scalar, threshold: Scalar, surrogate_derivative: SpikeFn,
+    mechanism: str = "zero", reset_grad_scale: float = 1.0,
+) -> torch.Tensor:
+    """Closed-form temporal Jacobian ``∂u[t+1]/∂u[t]`` (paper eq. 8), elementwise.
+
+    Args:
+        u: pre-reset potentials ``u[t]``.
+        surrogate_derivative: ``x -> H'(x)``, e.g. ``surrogate.Sigmoid(0.3).derivative``.
+
+    Shape:
+        u: any shape; output: the same.
+    """
+    check_choice("mechanism", mechanism, MECHANISMS)
+    dh = surrogate_derivative(u - threshold)
+    if mechanism == "zero":
+        s = (u > threshold).to(u.dtype)
+        return beta * ((1.0 - s) - reset_grad_scale * u * dh)
+    return beta * (1.0 - reset_grad_scale * threshold * dh)
