@@ -112,6 +112,10 @@ class SpikegradLeaky(snn.Leaky):
             refused: ``flag -> (value, default, reason)``; a non-default value raises.
             reset_delay: must be ``True`` (spikegrad's ``mem`` is the pre-reset potential).
         """
+        # Swap the host's strong registry entry for a weak handle before validating, so that a
+        # refused construction leaves nothing alive in ``snn.SpikingNeuron.instances``.
+        self._state_names: list[str] = []
+        _register_handle(self)
         if reset_delay is not True:
             raise ValueError(
                 "reset_delay=False is not supported: spikegrad neurons return the pre-reset "
@@ -121,8 +125,6 @@ class SpikegradLeaky(snn.Leaky):
         for flag, (value, default, reason) in refused.items():
             if value is not default and value != default:
                 raise ValueError(f"{type(self).__name__} does not support {flag}={value!r}: {reason}")
-        self._state_names: list[str] = []
-        _register_handle(self)
 
     def _add_state(self, name: str) -> None:
         """Declare an extra per-neuron state tensor (lazy, reset with ``mem``)."""

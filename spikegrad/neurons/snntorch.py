@@ -35,6 +35,17 @@ def _check_tau_s(tau_s: float | None) -> float | None:
     return None if tau_s is None else check_number("tau_s", tau_s, low=1.0)
 
 
+def _exact(value: float) -> torch.Tensor:
+    """A float64 buffer value, so that ``_on_load`` rebuilds the rule with the exact float."""
+    return torch.tensor(value, dtype=torch.float64)
+
+
+# The host's default ``spike_grad`` is ``snn.surrogate.atan()``, a closure that cannot be
+# pickled; neurons whose rule defines the gradient itself hand the host this picklable
+# equivalent instead (it is never called by them).
+_UNUSED_SPIKE_GRAD = surrogate.ATan()
+
+
 class ResetTermLeaky(SpikegradLeaky):
     """Leaky integrate-and-fire with the reset-term gradient (Yang 2020); see
     :mod:`spikegrad.rules.reset_term`.
@@ -84,6 +95,7 @@ class ResetTermLeaky(SpikegradLeaky):
                 "reset_grad_scale applies to reset_grad='full' only; with reset_grad='detach' "
                 "leave it at 1.0 (reset_grad_scale=0 with 'full' equals 'detach')"
             )
+        tau_s = _check_tau_s(tau_s)  # before the host registers this instance
         super().__init__(
             beta, threshold, spike_grad or surrogate.Sigmoid(temperature=0.3), False,
             init_hidden, False, learn_beta, learn_threshold, reset_mechanism, False, output,
@@ -91,7 +103,7 @@ class ResetTermLeaky(SpikegradLeaky):
         )
         self.reset_grad = reset_grad
         self.reset_grad_scale = 0.0 if reset_grad == "detach" else scale
-        self.tau_s = _check_tau_s(tau_s)
+        self.tau_s = tau_s
         self._setup(_host_flags(surrogate_disable, inhibition, state_quant), reset_delay)
         if self.tau_s is not None:
             self._add_state("trace")
@@ -153,8 +165,9 @@ class HTDGLIFLeaky(SpikegradLeaky):
     ) -> None:
         rule = bpsta.HTDGLIF(mode=mode, threshold=threshold, decay=beta, alpha=alpha, dt=dt)
         super().__init__(
-            1.0 if rule.decay is None else rule.decay, rule.threshold, None, False, init_hidden,
-            False, False, False, "zero", False, output, 1.0, False, True,
+            _exact(1.0 if rule.decay is None else rule.decay), _exact(rule.threshold),
+            _UNUSED_SPIKE_GRAD, False, init_hidden, False, False, False, "zero", False, output,
+            1.0, False, True,
         )
         self.rule = rule
         self.warm_up = bool(warm_up)
@@ -224,8 +237,8 @@ class MultiStrengthLeaky(SpikegradLeaky):
             threshold=threshold, beta=beta, max_strength=max_strength, detach_reset=detach_reset
         )
         super().__init__(
-            rule.beta, rule.threshold, None, False, init_hidden, False, False, False, "subtract",
-            False, output, 1.0, False, True,
+            _exact(rule.beta), _exact(rule.threshold), _UNUSED_SPIKE_GRAD, False, init_hidden,
+            False, False, False, "subtract", False, output, 1.0, False, True,
         )
         self.rule = rule
         flags = _host_flags(surrogate_disable, inhibition, state_quant)
