@@ -158,6 +158,7 @@ def step(
     Shape:
         x, h_prev: any shape (the same); outputs: the same.
     """
+    check_float_tensor("x", x)
     h = integrate(reset(h_prev, cfg), x, cfg)
     return spike(h, cfg), h
 

@@ -104,6 +104,7 @@ def step(
     Shape:
         z, v_prev: any shape (the same); outputs: the same.
     """
+    check_float_tensor("z", z)
     h = v_prev + z if cfg.beta == 1.0 else cfg.beta * v_prev + z
     theta = strength(h, cfg)
     emitted = theta.detach() if cfg.detach_reset else theta

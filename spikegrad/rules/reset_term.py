@@ -78,6 +78,7 @@ def reset(
     Shape:
         u, s: any shape (the same); output: the same.
     """
+    check_choice("mechanism", mechanism, MECHANISMS)
     s_r = _scale_grad(s, reset_grad_scale)
     if mechanism == "zero":
         return u * (1.0 - s_r)
@@ -108,8 +109,10 @@ def step(
     Shape:
         c, u_prev: ``[B, *]`` (any shape, the same); outputs: the same.
     """
+    check_float_tensor("c", c)
     if reset_grad_scale == 0.0:
-        s_prev = (u_prev > threshold).to(u_prev.dtype)
+        with torch.no_grad():  # same convention at u == threshold as spike_fn (inclusive or not)
+            s_prev = spike_fn(u_prev - threshold)
     else:
         s_prev = spike_fn(u_prev - threshold)
     v_prev = reset(u_prev, s_prev, threshold=threshold, mechanism=mechanism,

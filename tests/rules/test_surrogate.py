@@ -1,4 +1,4 @@
-"""Contract tests for ``spikegrad.rules.surrogate`` (RULES.md §1-2, API.md "Rules' public helpers").
+"""Contract tests for ``spikegrad.rules.surrogate`` (RULES.md §1-2; API.md, public helpers).
 
 Expectations are independent of the implementation: snntorch's own surrogates, closed forms
 written here, finite differences (gradcheck) of the primitive.
@@ -51,7 +51,8 @@ def _spike_grad(fn, x: torch.Tensor, g: torch.Tensor) -> tuple[torch.Tensor, tor
 
 @pytest.mark.parametrize("temperature", [0.3, 0.05, 1.0, 4.0])
 def test_sigmoid_matches_snntorch_sigmoid(temperature: float, gen: torch.Generator) -> None:
-    # float64 (snntorch's backward keeps the input's dtype), so the comparison is tight
+    # float64 input; snntorch's spikes are float32, so the upstream gradient it sees is rounded
+    # to float32 (relative error ~6e-8): rtol 1e-6
     x = torch.randn(5, 3, 17, generator=gen, dtype=torch.float64) * 2
     g = torch.randn(5, 3, 17, generator=gen, dtype=torch.float64)
     out, grad = _spike_grad(surrogate.Sigmoid(temperature=temperature), x, g)
@@ -60,7 +61,7 @@ def test_sigmoid_matches_snntorch_sigmoid(temperature: float, gen: torch.Generat
     # snntorch evaluates exp(-x/T) directly, which overflows (nan) for very negative x/T
     ok = (x / temperature) > -700
     assert ok.double().mean() > 0.9
-    torch.testing.assert_close(grad[ok], ref_grad[ok], rtol=1e-9, atol=1e-12)
+    torch.testing.assert_close(grad[ok], ref_grad[ok], rtol=1e-6, atol=1e-12)
     assert grad.abs().max() > 0
     assert torch.isfinite(grad).all()
 
@@ -84,7 +85,7 @@ def test_atan_matches_snntorch_atan(alpha: float, gen: torch.Generator) -> None:
         out, grad = _spike_grad(surrogate.ATan(alpha=alpha), x, g)
         ref_out, ref_grad = _spike_grad(snn_surrogate.atan(alpha=alpha), x, g)
         assert torch.equal(out, ref_out.to(dt))
-        tol = {"rtol": 1e-5, "atol": 1e-6} if dt == torch.float32 else {"rtol": 1e-12, "atol": 0}
+        tol = {"rtol": 1e-5, "atol": 1e-6} if dt == torch.float32 else {"rtol": 1e-6, "atol": 1e-12}
         torch.testing.assert_close(grad, ref_grad, **tol)
 
 
