@@ -49,6 +49,7 @@ target times are non-negative, with these host defects fixed on purpose:
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,33 +65,31 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 class _SpikeTimes(torch.autograd.Function):
-    """The first ``count`` spike steps of each neuron (``[count, *]``) and their long indices."""
+    """The first ``count`` spike steps of each neuron, ``[count, *]``, in the input's dtype."""
 
     @staticmethod
-    def forward(spk_rec: torch.Tensor, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(spk_rec: torch.Tensor, count: int) -> torch.Tensor:
         steps = spk_rec.size(0)
-        ramp = torch.arange(steps, device=spk_rec.device).view(-1, *[1] * (spk_rec.dim() - 1))
-        cand = torch.where(spk_rec != 0, ramp, steps)  # silent steps read as T-1
-        if count == 1:
-            idx = cand.amin(0, keepdim=True)
-        else:
-            idx = cand.sort(0).values[:count]
-            if count > steps:
-                pad = idx.new_full((count - steps, *idx.shape[1:]), steps - 1)
-                idx = torch.cat((idx, pad))
-        return idx.to(spk_rec.dtype), idx
+        work = torch.promote_types(spk_rec.dtype, torch.float32)  # exact step numbers
+        rev = torch.arange(steps, 0, -1, dtype=work, device=spk_rec.device)
+        # score = T - t where a spike is, 0 elsewhere: the max over t is the earliest spike
+        score = spk_rec.abs().to(work).sign_().mul_(rev.view(-1, *[1] * (spk_rec.dim() - 1)))
+        best = [score.amax(0, keepdim=True)]
+        for _ in range(count - 1):  # k-th spike: drop the earlier ones (a loop over F only)
+            score = torch.where(score < best[-1], score, 0)
+            best.append(score.amax(0, keepdim=True))
+        times = best[0] if count == 1 else torch.cat(best)
+        return times.neg_().add_(steps).clamp_max_(steps - 1).to(spk_rec.dtype)  # silent: T-1
 
     @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: tuple[Any, ...]) -> None:
-        spk_rec, _ = inputs
-        _, idx = output
-        ctx.mark_non_differentiable(idx)
-        ctx.save_for_backward(idx)
-        ctx.steps = spk_rec.size(0)
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
+        ctx.save_for_backward(output)
+        ctx.steps = inputs[0].size(0)
 
     @staticmethod
-    def backward(ctx: Any, grad_times: torch.Tensor, _: Any) -> tuple[torch.Tensor, None]:
-        (idx,) = ctx.saved_tensors
+    def backward(ctx: Any, grad_times: torch.Tensor) -> tuple[torch.Tensor, None]:
+        (times,) = ctx.saved_tensors
+        idx = times.long()
         grad = -grad_times
         if idx.size(0) > 1:  # equal slots (only T-1) of one neuron: the last one wins
             shadowed = torch.zeros_like(idx, dtype=torch.bool)
@@ -98,6 +97,11 @@ class _SpikeTimes(torch.autograd.Function):
             grad = grad.masked_fill(shadowed, 0)
         out = grad.new_zeros((ctx.steps, *idx.shape[1:]))
         return out.scatter_add_(0, idx, grad), None
+
+
+# ``apply`` binds arguments through ``inspect.signature`` on every call when ``setup_context`` is
+# used; a precomputed signature keeps that cheap.
+_SpikeTimes.forward.__signature__ = inspect.signature(_SpikeTimes.forward)  # type: ignore[attr-defined]
 
 
 def first_spike_time(spk_rec: torch.Tensor) -> torch.Tensor:
@@ -120,7 +124,7 @@ def first_spike_time(spk_rec: torch.Tensor) -> torch.Tensor:
     check_float_tensor("spk_rec", spk_rec, min_dim=2)
     if spk_rec.size(0) == 0:
         raise ValueError("spk_rec must have at least one time step (dim 0 is T), got T=0")
-    return _SpikeTimes.apply(spk_rec, 1)[0][0]
+    return _SpikeTimes.apply(spk_rec, 1)[0]
 
 
 def _check_record(spk_rec: Any) -> torch.Tensor:
@@ -149,7 +153,8 @@ def _check_labels(targets: Any, spk_rec: torch.Tensor) -> torch.Tensor:
         )
     if targets.device != spk_rec.device:
         raise ValueError(f"targets is on {targets.device} but spk_rec on {spk_rec.device}")
-    if batch and (targets.min() < 0 or targets.max() >= outputs):
+    low, high = torch.aminmax(targets) if batch else (torch.zeros(()), torch.zeros(()))
+    if low.item() < 0 or high.item() >= outputs:
         raise ValueError(f"targets must be class indices in [0, {outputs - 1}]")
     return targets.long()
 
@@ -199,7 +204,7 @@ class ce_temporal_loss:  # noqa: N801 - snntorch's name
 
     def __call__(self, spk_rec: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         labels = _check_labels(targets, _check_record(spk_rec))
-        times = first_spike_time(spk_rec)
+        times = _SpikeTimes.apply(spk_rec, 1)[0]
         logits = -times if self.inverse == "negate" else 1.0 / (times + 1.0)
         weight = None if self.weight is None else _class_weight(self.weight, spk_rec)
         return F.cross_entropy(logits, labels, weight=weight, reduction=self.reduction)
@@ -207,6 +212,13 @@ class ce_temporal_loss:  # noqa: N801 - snntorch's name
 
 def _is(value: Any, default: float) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool) and value == default
+
+
+def _shift(value: float | tuple[float, ...], steps: int) -> Any:
+    """A negative target time ``v`` is step ``T + v``."""
+    if isinstance(value, tuple):
+        return tuple(_shift(v, steps) for v in value)
+    return value + steps if value < 0 else value
 
 
 def _time_or_times(name: str, value: Any, multi: bool) -> float | tuple[float, ...]:
@@ -283,37 +295,39 @@ class mse_temporal_loss:  # noqa: N801 - snntorch's name
         self, spk_rec: torch.Tensor, targets: Any
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         steps, batch, outputs = spk_rec.shape
-        labels = None
         like = {"dtype": spk_rec.dtype, "device": spk_rec.device}
         if not self.target_is_time:
             labels = _check_labels(targets, spk_rec)
-            on, off = (torch.tensor(v, **like) for v in (self.on_target, self.off_target))
-            hot = labels.unsqueeze(-1) == torch.arange(outputs, device=spk_rec.device)
-            times = torch.where(hot, on.view(-1, 1, 1), off.view(-1, 1, 1))
-            times = times if self.multi_spike else times[0]
-        else:
-            if not isinstance(targets, torch.Tensor) or targets.dtype == torch.bool:
-                raise TypeError(f"targets must be a real tensor of spike times, got {targets!r}")
-            lead = 1 if self.multi_spike else 0
-            tail = targets.shape[lead:]
-            empty = self.multi_spike and (targets.dim() == 0 or targets.size(0) == 0)
-            if empty or tail not in ((batch, outputs), (outputs,)):
-                want = "[F, B, N] or [F, N]" if self.multi_spike else "[B, N] or [N]"
-                raise ValueError(
-                    f"targets (spike times) must have shape {want} with B={batch}, N={outputs}, "
-                    f"got {tuple(targets.shape)}"
-                )
-            if targets.device != spk_rec.device:
-                raise ValueError(f"targets is on {targets.device} but spk_rec on {spk_rec.device}")
-            times = targets.to(spk_rec.dtype)
-            times = times.unsqueeze(-2) if tail == (outputs,) else times  # shared by the batch
-        return torch.where(times < 0, times + steps, times), labels
+            on, off = (_shift(v, steps) for v in (self.on_target, self.off_target))
+            if not self.multi_spike:
+                full = torch.full((batch, outputs), off, **like)
+                return full.scatter_(1, labels.unsqueeze(1), on), labels
+            on, off = (torch.tensor(v, **like).view(-1, 1, 1) for v in (on, off))
+            index = labels.view(1, -1, 1).expand(on.size(0), -1, 1)
+            full = off.repeat(1, batch, outputs)
+            return full.scatter_(2, index, on.expand(-1, batch, 1)), labels
+        if not isinstance(targets, torch.Tensor) or targets.dtype == torch.bool:
+            raise TypeError(f"targets must be a real tensor of spike times, got {targets!r}")
+        lead = 1 if self.multi_spike else 0
+        tail = targets.shape[lead:]
+        empty = self.multi_spike and (targets.dim() == 0 or targets.size(0) == 0)
+        if empty or tail not in ((batch, outputs), (outputs,)):
+            want = "[F, B, N] or [F, N]" if self.multi_spike else "[B, N] or [N]"
+            raise ValueError(
+                f"targets (spike times) must have shape {want} with B={batch}, N={outputs}, "
+                f"got {tuple(targets.shape)}"
+            )
+        if targets.device != spk_rec.device:
+            raise ValueError(f"targets is on {targets.device} but spk_rec on {spk_rec.device}")
+        times = targets.to(spk_rec.dtype)
+        times = times.unsqueeze(-2) if tail == (outputs,) else times  # shared by the batch
+        return torch.where(times < 0, times + steps, times), None
 
     def __call__(self, spk_rec: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         steps = _check_record(spk_rec).size(0)
         target, labels = self._target_times(spk_rec, targets)
         count = target.size(0) if self.multi_spike else 1
-        times = _SpikeTimes.apply(spk_rec, count)[0]
+        times = _SpikeTimes.apply(spk_rec, count)
         times = times if self.multi_spike else times[0]
         if self.tolerance > 0:
             times = torch.where((times - target).abs() < self.tolerance, target, times)
