@@ -11,6 +11,7 @@ from typing import Any
 
 _SNNTORCH = ("ResetTermLeaky", "HTDGLIFLeaky", "MultiStrengthLeaky")
 _LOCATIONS = {name: ("spikegrad.neurons.snntorch", name) for name in _SNNTORCH}
+_LOCATIONS["NALeaky"] = ("spikegrad.neurons.snntorch_na", "NALeaky")
 _LOCATIONS["reset_states"] = ("spikegrad.adapters.snntorch", "reset_states")
 
 __all__ = sorted(_LOCATIONS)

@@ -49,7 +49,7 @@ import torch
 from spikegrad._checks import check_choice, check_float_tensor, check_number
 
 __all__ = [
-    "DISTANCES", "ERRORS", "NA", "forward", "errors", "distance_weight", "loss_change",
+    "DISTANCES", "ERRORS", "NA", "step", "forward", "error_step", "errors", "distance_weight", "loss_change",
     "backward", "Rescale", "NAFunction", "least_squares",
 ]
 
@@ -152,13 +152,21 @@ def forward(
     return s_seq, u_seq, a_seq
 
 
+def error_step(g_t: torch.Tensor, e_next: torch.Tensor | None, cfg: NA) -> torch.Tensor:
+    """``e[t]`` from ``g[t]`` and ``e[t+1]`` (``None`` at the window's end); step 1."""
+    if e_next is None or cfg.error == "local" or cfg.tau_s is None:
+        return g_t
+    return g_t + cfg.trace_decay * e_next
+
+
 def errors(g: torch.Tensor, cfg: NA) -> torch.Tensor:
-    """``e`` from ``g = ∂L/∂a`` (step 1)."""
+    """``e`` from ``g = ∂L/∂a`` for the whole window (step 1)."""
     if cfg.error == "local" or cfg.tau_s is None:
         return g
-    e = g.clone()
-    for t in range(g.shape[0] - 2, -1, -1):
-        e[t].add_(e[t + 1], alpha=cfg.trace_decay)
+    e = torch.empty_like(g)
+    e_next = None
+    for t in range(g.shape[0] - 1, -1, -1):
+        e[t] = e_next = error_step(g[t], e_next, cfg)
     return e
 
 
@@ -258,28 +266,28 @@ class Rescale:
 class NAFunction(torch.autograd.Function):
     """The whole window as one autograd node: ``c -> (out, u)`` with the NA backward.
 
-    ``out`` is the trace ``a`` (or the spikes when ``tau_s`` is ``None``). A gradient arriving at
-    ``u`` is added to ``δ`` unchanged.
+    ``out`` is the trace ``a`` (the spikes when ``tau_s`` is ``None``). A gradient arriving at
+    ``u`` is added to ``δ`` unchanged. ``rescale`` is an optional shared :class:`Rescale`.
     """
 
     @staticmethod
     def forward(c: torch.Tensor, cfg: NA, rescale: Rescale | None):  # type: ignore[override]
-        s, u, a = forward(c, cfg)
-        return a, u, s
+        _, u, a = forward(c, cfg)
+        return a, u
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         c, cfg, rescale = inputs
-        a, u, s = output
-        ctx.save_for_backward(c, u, s, a)
+        a, u = output
+        ctx.save_for_backward(c, u, a)
         ctx.cfg, ctx.rescale = cfg, rescale
-        ctx.mark_non_differentiable(s)
         if rescale is not None:
             rescale.begin()
 
     @staticmethod
-    def backward(ctx: Any, g_a: torch.Tensor, g_u: torch.Tensor, _g_s: Any):  # type: ignore[override]
-        c, u, s, a = ctx.saved_tensors
+    def backward(ctx: Any, g_a: torch.Tensor, g_u: torch.Tensor):  # type: ignore[override]
+        c, u, a = ctx.saved_tensors
+        s = (u > ctx.cfg.threshold).to(u.dtype)
         delta = backward(c, u, s, a, g_a, ctx.cfg)
         if ctx.rescale is not None:
             delta = ctx.rescale(delta)

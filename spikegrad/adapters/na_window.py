@@ -1,0 +1,107 @@
+"""NA in a per-step host loop: one autograd node per step, one shared window per sequence.
+
+A host that calls its neuron once per time step (snntorch's ``spk, mem = lif(cur, mem)``,
+spikingjelly's ``step_mode="s"``) still gets the NA estimator of the whole window
+(:mod:`spikegrad.rules.na`): every step records its input, potential, spike and trace in a
+:class:`Window`, and returns ``mem`` as an autograd output that the next step takes as input.
+Chained that way, autograd runs the steps' backward passes from the last to the first, and NA
+is causal (``δ[k]`` needs ``g[t >= k]`` only), so step ``k``'s backward already has every later
+error it needs and computes ``δ[k]`` by replaying neighbor ``k`` over the rest of the window.
+No gradient flows through ``mem`` itself: a gradient that the user's loss puts on ``mem = u[k]``
+is added to ``δ[k]`` unchanged.
+
+The window holds only detached tensors, so nothing it stores points back into the graph: it
+is freed with the graph (after the backward pass) or replaced at the next reset, and memory
+stays flat over any number of training steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from spikegrad.rules import na
+
+__all__ = ["Window", "na_step"]
+
+
+class Window:
+    """The per-step record of one NA window (everything detached)."""
+
+    def __init__(self, cfg: na.NA, a_init: torch.Tensor) -> None:
+        self.cfg = cfg
+        self.a_init = a_init.detach()
+        self._steps: list[tuple[torch.Tensor, ...]] = []  # (c, s, u, a) per step
+        self._stacked: tuple[torch.Tensor, ...] | None = None
+        self._errors: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self._steps)
+
+    def last_trace(self) -> torch.Tensor:
+        """The trace after the last recorded step (``a_init`` before the first)."""
+        return self._steps[-1][3] if self._steps else self.a_init
+
+    def record(self, c: torch.Tensor, s: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> int:
+        """Store one step; returns its index in the window."""
+        self._steps.append((c.detach(), s.detach(), u.detach(), a.detach()))
+        self._stacked = None
+        return len(self._steps) - 1
+
+    def _tensors(self) -> tuple[torch.Tensor, ...]:
+        if self._stacked is None or self._stacked[0].shape[0] != len(self._steps):
+            self._stacked = tuple(torch.stack(x) for x in zip(*self._steps))
+            old = self._errors
+            self._errors = torch.zeros_like(self._stacked[0])
+            if old is not None:  # steps added after an earlier backward keep their errors
+                self._errors[: old.shape[0]] = old
+        return self._stacked
+
+    def delta(self, k: int, g_k: torch.Tensor) -> torch.Tensor:
+        """``δ[k]`` given ``g[k]`` (later steps' backward passes have already run)."""
+        c, s, u, a = self._tensors()
+        e = self._errors
+        e_next = e[k + 1] if k + 1 < len(self) else None
+        e[k] = na.error_step(g_k, e_next, self.cfg)
+        a_before = a[k - 1] if k > 0 else self.a_init
+        d_l = na.loss_change(c[k:], s[k:], a[k:], e[k:], self.cfg, a_init=a_before, neighbors=1)
+        return d_l[0] * na.distance_weight(u[k], self.cfg)
+
+
+class _NAStep(torch.autograd.Function):
+    """One step: ``(c[t], u[t-1]) -> (out[t], u[t])``, recorded in ``window``."""
+
+    @staticmethod
+    def forward(c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor,  # type: ignore[override]
+                window: Window) -> tuple[torch.Tensor, torch.Tensor]:
+        s, u, a = na.step(c, u_prev, a_prev, window.cfg)
+        window.record(c, s, u, a)
+        return (a if window.cfg.tau_s is not None else s), u
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        window = inputs[3]
+        ctx.window, ctx.index = window, len(window) - 1
+
+    @staticmethod
+    def backward(ctx: Any, g_out: torch.Tensor, g_u: torch.Tensor):  # type: ignore[override]
+        delta = ctx.window.delta(ctx.index, g_out)
+        return delta + g_u, None, None, None
+
+
+def na_step(
+    c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor, cfg: na.NA,
+    window: Window | None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One NA step, recorded in ``window`` for the backward pass (``None``: inference only).
+
+    Returns:
+        ``(out[t], u[t], a[t])``: the output (the trace, or the spikes if ``tau_s`` is None),
+        the pre-reset potential, and the trace state for the next step (never differentiable).
+    """
+    if window is None:
+        s, u, a = na.step(c, u_prev, a_prev, cfg)
+        return (a if cfg.tau_s is not None else s), u, a
+    out, u = _NAStep.apply(c, u_prev, a_prev, window)
+    return out, u, window.last_trace()

@@ -1,0 +1,151 @@
+"""``NALeaky``: Neighborhood Aggregation as a drop-in ``snntorch.Leaky``.
+
+No equations here: the rule is :mod:`spikegrad.rules.na`, the per-step window that gives the
+whole-window NA gradient in snntorch's usual loop is :mod:`spikegrad.adapters.na_window`, and
+the host idioms are :mod:`spikegrad.adapters.snntorch`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from spikegrad._checks import check_float_tensor
+from spikegrad.adapters.na_window import Window, na_step
+from spikegrad.adapters.snntorch import SpikegradLeaky
+from spikegrad.neurons.snntorch import _UNSUPPORTED, _UNUSED_SPIKE_GRAD, _exact, _host_flags
+from spikegrad.rules import na
+
+__all__ = ["NALeaky"]
+
+_NA_GRADIENT = "NA defines the gradient itself (no surrogate)"
+
+
+class NALeaky(SpikegradLeaky):
+    """LIF trained with Neighborhood Aggregation (Yang, Zhang & Li, ICML 2021).
+
+    Spikes when ``mem > threshold`` (strict, as the authors' code); ``mem`` is the pre-reset
+    potential ``u[t]``. The first output is the spike train, or the PSP trace ``a`` when
+    ``tau_s`` is set (the authors' networks use ``tau_s=2``).
+
+    In the usual per-step loop, the gradient reaching each step's input current is the NA
+    estimator of the whole *window*: a window starts at ``init_leaky()``/``reset_mem()``/
+    ``snntorch.utils.reset``/``detach_hidden()`` (or when the ``mem`` passed in is not the one
+    this neuron returned, e.g. detached for truncated BPTT) and ends with the backward pass.
+    Under ``torch.no_grad()`` nothing is recorded. A gradient arriving at ``mem`` (= ``u[t]``)
+    is added to ``δ[t]`` unchanged; none is propagated through time.
+
+    Args:
+        beta: membrane decay ``λm = 1 - 1/τm`` (the authors' ``τm = 5``: 0.8).
+        threshold: ``ϑ > 0``.
+        reset_mechanism: ``"zero"`` (default, the paper's) or ``"subtract"``; the neighbors'
+            replay follows the same reset.
+        tau_s: PSP time constant (``>= 1``) of the trace output; ``None``: spikes.
+        distance: ``"inverse_cube"`` (default, the code behind 91.76 % on CIFAR-10) or
+            ``"inverse"`` (the paper), both clamped to ``±clamp``.
+        clamp: bound on the distance weight.
+        error: ``"accumulated"`` (default) or ``"local"``.
+        rescale: a :class:`spikegrad.rules.na.Rescale` shared by the NA layers of one network
+            (the authors' per-layer rescale), or ``None``. It needs the whole window at once:
+            use :meth:`sequence` (the per-step call raises when it would record).
+        Other arguments: as ``snntorch.Leaky``; ``spike_grad``, ``surrogate_disable``,
+        ``learn_beta``, ``learn_threshold``, ``inhibition``, ``state_quant``,
+        ``graded_spikes_factor`` and ``reset_delay=False`` raise at non-default values.
+    """
+
+    def __init__(
+        self,
+        beta: float,
+        threshold: float = 1.0,
+        spike_grad: Any = None,
+        surrogate_disable: bool = False,
+        init_hidden: bool = False,
+        inhibition: bool = False,
+        learn_beta: bool = False,
+        learn_threshold: bool = False,
+        reset_mechanism: str = "zero",
+        state_quant: Any = False,
+        output: bool = False,
+        graded_spikes_factor: float = 1.0,
+        learn_graded_spikes_factor: bool = False,
+        reset_delay: bool = True,
+        *,
+        tau_s: float | None = None,
+        distance: str = "inverse_cube",
+        clamp: float = 5.0,
+        error: str = "accumulated",
+        rescale: na.Rescale | None = None,
+    ) -> None:
+        rule = na.NA(beta=beta, threshold=threshold, tau_s=tau_s, distance=distance,
+                     clamp=clamp, error=error, reset=reset_mechanism)
+        if rescale is not None and not isinstance(rescale, na.Rescale):
+            raise TypeError(
+                f"rescale must be a spikegrad.rules.na.Rescale shared by the network's NA "
+                f"layers, or None; got {type(rescale).__name__}"
+            )
+        super().__init__(
+            _exact(rule.beta), _exact(rule.threshold), _UNUSED_SPIKE_GRAD, False, init_hidden,
+            False, False, False, rule.reset, False, output, 1.0, False, True,
+        )
+        self.rule = rule
+        self.rescale = rescale
+        flags = _host_flags(surrogate_disable, inhibition, state_quant)
+        flags.update(
+            spike_grad=(spike_grad, None, _NA_GRADIENT),
+            learn_beta=(learn_beta, False, _UNSUPPORTED),
+            learn_threshold=(learn_threshold, False, _UNSUPPORTED),
+            graded_spikes_factor=(graded_spikes_factor, 1.0, "NA replays binary spikes"),
+            learn_graded_spikes_factor=(learn_graded_spikes_factor, False, _UNSUPPORTED),
+        )
+        self._setup(flags, reset_delay)
+        self._add_state("trace")
+        self._window: Window | None = None
+        self._last_mem: torch.Tensor | None = None
+
+    def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        window = None
+        if torch.is_grad_enabled() and input_.requires_grad:
+            if self.rescale is not None:
+                raise ValueError(
+                    "rescale needs the whole window at once: call lif.sequence(cur_seq) "
+                    "instead of the per-step loop, or construct NALeaky with rescale=None"
+                )
+            if self._window is None or mem is not self._last_mem:
+                self._window = Window(self.rule, self.trace)
+            window = self._window
+        out, u, self.trace = na_step(input_, mem, self.trace, self.rule, window)
+        self._last_mem = u
+        return out, u
+
+    def _on_reset(self) -> None:
+        self._window = None
+        self._last_mem = None
+
+    def _host_touch(self) -> None:
+        super()._host_touch()
+        self._on_reset()
+
+    def _on_load(self) -> None:
+        self.rule = na.NA(
+            beta=float(self.beta), threshold=float(self.threshold), tau_s=self.rule.tau_s,
+            distance=self.rule.distance, clamp=self.rule.clamp, error=self.rule.error,
+            reset=self.rule.reset,
+        )
+
+    def sequence(self, cur_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The whole window in one call, from rest (faster than the per-step loop).
+
+        Gives the same outputs and gradients as ``reset_mem()`` followed by the per-step loop;
+        the only path that supports ``rescale``. The neuron's state is left as after the loop.
+
+        Shape:
+            cur_seq: ``[T, B, *]``; outputs ``(out, mem)``: ``[T, B, *]`` each.
+        """
+        check_float_tensor("cur_seq", cur_seq, min_dim=2)
+        out, u = na.NAFunction.apply(cur_seq, self.rule, self.rescale)
+        self._zero_states(like=cur_seq[0])
+        self.mem = u[-1].detach()
+        if self.rule.tau_s is not None:
+            self.trace = out[-1].detach()
+        return out, u
