@@ -16,10 +16,10 @@ from __future__ import annotations
 import argparse
 from collections.abc import Callable
 
+import snntorch.functional as SF
 import torch
 import torch.utils.benchmark as benchmark
 
-import snntorch.functional as SF
 from spikegrad.rules import ttfs
 
 Loss = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -66,7 +66,7 @@ def median_times(fns: list[Loss], spk: torch.Tensor, y: torch.Tensor, repeat: in
     numbers = [max(1, t.blocked_autorange(min_run_time=0.2).number_per_run) for t in timers]
     runs: list[list[benchmark.Measurement]] = [[] for _ in timers]
     for _ in range(repeat):
-        for timer, number, out in zip(timers, numbers, runs):
+        for timer, number, out in zip(timers, numbers, runs, strict=True):
             out.append(timer.timeit(number))
     return [benchmark.Measurement.merge(out)[0].median for out in runs]
 

@@ -35,6 +35,7 @@ class Window:
         self._steps: list[tuple[torch.Tensor, ...]] = []  # (c, s, u, a) per step
         self._stacked: tuple[torch.Tensor, ...] | None = None
         self._errors: torch.Tensor | None = None
+        self._last_backward: int | None = None  # the step whose backward ran last
 
     def __len__(self) -> int:
         return len(self._steps)
@@ -62,11 +63,17 @@ class Window:
         """``δ[k]`` given ``g[k]`` (later steps' backward passes have already run)."""
         c, s, u, a = self._tensors()
         e = self._errors
+        if self._last_backward != k + 1:
+            # A new backward pass (e.g. a second one with retain_graph) that starts at step k:
+            # no later step is reached by its loss, so the errors stored there by an earlier
+            # pass must not be reused. Within one pass, step k always runs right after k + 1.
+            e[k + 1:] = 0
+        self._last_backward = None if k == 0 else k
         e_next = e[k + 1] if k + 1 < len(self) else None
         e[k] = na.error_step(g_k, e_next, self.cfg)
         a_before = a[k - 1] if k > 0 else self.a_init
-        d_l = na.loss_change(c[k:], s[k:], a[k:], e[k:], self.cfg, a_init=a_before, neighbors=1)
-        return d_l[0] * na.distance_weight(u[k], self.cfg)
+        return na.deltas(c[k:], u[k:], s[k:], a[k:], e[k:], self.cfg, a_init=a_before,
+                         neighbors=1)[0]
 
 
 class _NAStep(torch.autograd.Function):
@@ -83,11 +90,15 @@ class _NAStep(torch.autograd.Function):
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
         window = inputs[3]
         ctx.window, ctx.index = window, len(window) - 1
+        ctx.set_materialize_grads(False)
 
     @staticmethod
-    def backward(ctx: Any, g_out: torch.Tensor, g_u: torch.Tensor):  # type: ignore[override]
-        delta = ctx.window.delta(ctx.index, g_out)
-        return delta + g_u, None, None, None
+    def backward(ctx: Any, g_out: torch.Tensor | None, g_u: torch.Tensor | None):  # type: ignore[override]
+        window = ctx.window
+        if g_out is None:
+            g_out = torch.zeros_like(window.last_trace())
+        delta = window.delta(ctx.index, g_out)
+        return (delta if g_u is None else delta + g_u), None, None, None
 
 
 def na_step(

@@ -47,15 +47,17 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_choice, check_float_tensor, check_number
+from spikegrad.rules import na_cpu
 
 __all__ = [
     "DISTANCES", "ERRORS", "NA", "step", "forward", "error_step", "errors", "distance_weight", "loss_change",
-    "backward", "Rescale", "NAFunction", "least_squares",
+    "backward", "deltas", "Rescale", "NAFunction", "least_squares", "implementation",
 ]
 
 DISTANCES = ("inverse_cube", "inverse")
 ERRORS = ("accumulated", "local")
 RESETS = ("zero", "subtract")
+IMPLEMENTATIONS = ("auto", "torch", "cpp")
 
 
 @dataclass(frozen=True)
@@ -72,6 +74,9 @@ class NA:
         reset: ``"zero"`` (default, the paper's hard reset) or ``"subtract"``. A flipped spike
             leaves the same state either way (``ϑ`` when removed, 0 when added); the replay
             after it follows this reset.
+        implementation: ``"auto"`` (default: the compiled CPU kernel of
+            :mod:`spikegrad.rules.na_cpu` for CPU float tensors when it can be built, else this
+            module's torch code), ``"torch"`` or ``"cpp"`` (raises if unavailable).
     """
 
     beta: float = 0.8
@@ -81,6 +86,7 @@ class NA:
     clamp: float = 5.0
     error: str = "accumulated"
     reset: str = "zero"
+    implementation: str = "auto"
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
@@ -92,6 +98,7 @@ class NA:
         set_(self, "clamp", check_number("clamp", self.clamp, positive=True))
         check_choice("error", self.error, ERRORS)
         check_choice("reset", self.reset, RESETS)
+        check_choice("implementation", self.implementation, IMPLEMENTATIONS)
 
     def after_reset(self, u: torch.Tensor, fire: torch.Tensor) -> torch.Tensor:
         """The post-reset state: ``u (1 - s)`` ("zero") or ``u - ϑ s`` ("subtract")."""
@@ -124,6 +131,9 @@ def step(
     Returns:
         ``(s[t], u[t], a[t])``.
     """
+    if _use_cpp(cfg, c) and c.is_contiguous() and u_prev.is_contiguous() and (
+            a_prev.is_contiguous() and c.shape == u_prev.shape == a_prev.shape):
+        return tuple(na_cpu.load().na_step(c, u_prev, a_prev, *_cpp_dynamics(cfg)))
     v_prev = cfg.after_reset(u_prev, u_prev > cfg.threshold)
     u = cfg.beta * v_prev + c
     s = (u > cfg.threshold).to(c.dtype)
@@ -142,6 +152,11 @@ def forward(
         c: ``[T, B, *]``; outputs: ``[T, B, *]``.
     """
     check_float_tensor("c", c, min_dim=1)
+    if _use_cpp(cfg, c):
+        flat = c.reshape(c.shape[0], -1).contiguous()
+        u, a = na_cpu.load().na_forward(flat, _flat_or_empty(a_init, flat), *_cpp_dynamics(cfg))
+        u, a = u.view_as(c), a.view_as(c)
+        return (u > cfg.threshold).to(c.dtype), u, a
     u = torch.zeros_like(c[0])
     a = torch.zeros_like(c[0]) if a_init is None else a_init
     out = []
@@ -225,8 +240,60 @@ def backward(
     Shape:
         all inputs ``[T, B, *]``; output ``[T, B, *]``.
     """
-    d_l = loss_change(c, s, a, errors(g, cfg), cfg, a_init=a_init)
-    return d_l * distance_weight(u, cfg)
+    return deltas(c, u, s, a, errors(g, cfg), cfg, a_init=a_init)
+
+
+def deltas(
+    c: torch.Tensor, u: torch.Tensor, s: torch.Tensor, a: torch.Tensor, e: torch.Tensor,
+    cfg: NA, *, a_init: torch.Tensor | None = None, neighbors: int | None = None,
+) -> torch.Tensor:
+    """``δ[k] = ΔL[k] w(u[k])`` for ``k < neighbors`` given the errors ``e`` (steps 3-4).
+
+    Dispatches to the compiled CPU kernel or to :func:`loss_change` (see ``NA.implementation``).
+
+    Shape:
+        c, u, s, a, e: ``[T, B, *]``; output ``[K, B, *]``.
+    """
+    K = c.shape[0] if neighbors is None else neighbors
+    if _use_cpp(cfg, c):
+        T = c.shape[0]
+        flat = [x.reshape(T, -1).contiguous() for x in (c, u, a, e)]
+        d = na_cpu.load().na_backward(
+            *flat, _flat_or_empty(a_init, flat[0]), K, *_cpp_dynamics(cfg)[:4], cfg.clamp,
+            *_cpp_dynamics(cfg)[4:], cfg.distance == "inverse_cube",
+        )
+        return d.view((K,) + tuple(c.shape[1:]))
+    d_l = loss_change(c, s, a, e, cfg, a_init=a_init, neighbors=K)
+    return d_l * distance_weight(u[:K], cfg)
+
+
+def _cpp_dynamics(cfg: NA) -> tuple[float, float, float, float, bool, bool]:
+    return (cfg.beta, cfg.threshold, cfg.trace_decay, cfg.trace_gain, cfg.tau_s is not None,
+            cfg.reset == "subtract")
+
+
+def _flat_or_empty(a_init: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    if a_init is None:
+        return like.new_empty(0)
+    return a_init.reshape(-1).contiguous()
+
+
+def _use_cpp(cfg: NA, x: torch.Tensor) -> bool:
+    """The dispatcher: the only place that picks the reference or the compiled kernel."""
+    if cfg.implementation == "torch":
+        return False
+    eligible = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
+    if cfg.implementation == "cpp":
+        if not eligible:
+            raise ValueError(
+                f"implementation='cpp' runs on CPU float32/float64 tensors only, got {x.dtype} "
+                f"on {x.device}; use implementation='auto' or 'torch'"
+            )
+        status = na_cpu.status()
+        if status != "available":
+            raise RuntimeError(f"implementation='cpp' is unavailable: {status}")
+        return True
+    return eligible and na_cpu.status() == "available"
 
 
 class Rescale:
@@ -315,3 +382,20 @@ def least_squares(directions: torch.Tensor, finite_differences: torch.Tensor) ->
             f"{tuple(finite_differences.shape)} vs {tuple(directions.shape)}"
         )
     return (torch.linalg.pinv(directions) @ finite_differences.unsqueeze(-1)).squeeze(-1)
+
+
+def implementation(cfg: NA | None = None, device: str | torch.device = "cpu",
+                   dtype: torch.dtype = torch.float32) -> str:
+    """Which implementation ``cfg`` runs for tensors on ``device``, and why (for records)."""
+    cfg = cfg or NA()
+    probe = torch.empty(0, device=device, dtype=dtype)
+    try:
+        if _use_cpp(cfg, probe):
+            return "cpp (compiled CPU kernel)"
+    except (RuntimeError, ValueError) as exc:
+        return f"unavailable: {exc}"
+    if cfg.implementation == "torch":
+        return "torch (requested)"
+    if probe.device.type != "cpu":
+        return f"torch (the compiled kernel is CPU-only; tensors on {probe.device})"
+    return f"torch ({na_cpu.status()})"

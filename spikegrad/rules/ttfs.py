@@ -7,9 +7,8 @@ The first-spike step of every output neuron is read from a time-major spike reco
 
     t_{b,n} = \min\big(\{t : s[t,b,n] \neq 0\} \cup \{T-1\}\big)
 
-Reading a step out of a spike train has no derivative, so the backward pass uses the sign
-estimator of snntorch ("more potential, earlier spike"): the gradient reaches the spike tensor at
-the first-spike step only,
+A spike is any non-zero entry. The backward pass uses snntorch's sign estimator ("more potential,
+earlier spike"): the gradient reaches the spike tensor at the first-spike step only,
 
 .. math::
 
@@ -37,7 +36,8 @@ target times are non-negative, with these host defects fixed on purpose:
 * a negative target time always means ``T + value`` (snntorch clamps the class targets to
   ``max(0, off_target)`` when ``on_target > off_target``, so its defaults ``on_target=0,
   off_target=-1`` give all-zero targets; here ``off_target=-1`` is step ``T-1``);
-* the backward pass is one scatter, not a Python loop over batch x neurons;
+* no Python loop over batch x neurons (forward: one max over time per spike slot; backward: one
+  scatter);
 * ``multi_spike=True`` finds each neuron's own k-th spike (snntorch zeroes whole time steps at
   every neuron's previous spike time, so neurons and samples disturb each other); where several
   slots of one neuron land on step ``T-1`` the gradient of the last slot is kept, as in snntorch;
@@ -49,6 +49,7 @@ target times are non-negative, with these host defects fixed on purpose:
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -64,39 +65,51 @@ __all__ = ["first_spike_time", "ce_temporal_loss", "mse_temporal_loss"]
 _REDUCTIONS = ("mean", "sum", "none")
 
 
+@functools.lru_cache(maxsize=64)
+def _countdown(steps: int, dtype: torch.dtype, device: torch.device, dim: int) -> torch.Tensor:
+    """``T, T-1, ..., 1`` along dim 0, shaped to broadcast against a ``dim``-D record."""
+    return torch.arange(steps, 0, -1, dtype=dtype, device=device).view(-1, *[1] * (dim - 1))
+
+
 class _SpikeTimes(torch.autograd.Function):
-    """The first ``count`` spike steps of each neuron, ``[count, *]``, in the input's dtype."""
+    """Spike steps in the input's dtype: the first (``count=None``, ``[*]``) or the first
+    ``count`` (``[count, *]``) of each neuron of ``spk_rec`` ``[T, *]``."""
 
     @staticmethod
-    def forward(spk_rec: torch.Tensor, count: int) -> torch.Tensor:
-        steps = spk_rec.size(0)
-        work = torch.promote_types(spk_rec.dtype, torch.float32)  # exact step numbers
-        rev = torch.arange(steps, 0, -1, dtype=work, device=spk_rec.device)
+    def forward(spk_rec: torch.Tensor, count: int | None) -> torch.Tensor:
+        steps, dtype = spk_rec.size(0), spk_rec.dtype
+        work = torch.promote_types(dtype, torch.float32)  # exact step numbers
+        score = spk_rec.abs() if work == dtype else spk_rec.abs().to(work)
         # score = T - t where a spike is, 0 elsewhere: the max over t is the earliest spike
-        score = spk_rec.abs().to(work).sign_().mul_(rev.view(-1, *[1] * (spk_rec.dim() - 1)))
-        best = [score.amax(0, keepdim=True)]
-        for _ in range(count - 1):  # k-th spike: drop the earlier ones (a loop over F only)
-            score = torch.where(score < best[-1], score, 0)
-            best.append(score.amax(0, keepdim=True))
-        times = best[0] if count == 1 else torch.cat(best)
-        return times.neg_().add_(steps).clamp_max_(steps - 1).to(spk_rec.dtype)  # silent: T-1
+        score = score.sign_().mul_(_countdown(steps, work, spk_rec.device, spk_rec.dim()))
+        if count is None:
+            best = score.amax(0)
+        else:
+            slots = [score.amax(0, keepdim=True)]
+            for _ in range(count - 1):  # k-th spike: drop the earlier ones (a loop over F only)
+                score = torch.where(score < slots[-1], score, 0)
+                slots.append(score.amax(0, keepdim=True))
+            best = torch.cat(slots)
+        best = torch.rsub(best, steps).clamp_max_(steps - 1)  # silent: T - 0 -> T-1
+        return best if work == dtype else best.to(dtype)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        ctx.save_for_backward(output)
-        ctx.steps = inputs[0].size(0)
+        ctx.save_for_backward(output.long())  # not the output itself: callers may edit it in place
+        ctx.shape = inputs[0].shape
+        ctx.single = inputs[1] is None
 
     @staticmethod
     def backward(ctx: Any, grad_times: torch.Tensor) -> tuple[torch.Tensor, None]:
-        (times,) = ctx.saved_tensors
-        idx = times.long()
-        grad = -grad_times
-        if idx.size(0) > 1:  # equal slots (only T-1) of one neuron: the last one wins
+        (idx,) = ctx.saved_tensors
+        grad = grad_times.neg()
+        if ctx.single:
+            idx, grad = idx.unsqueeze(0), grad.unsqueeze(0)
+        elif idx.size(0) > 1:  # equal slots (only T-1) of one neuron: the last one wins
             shadowed = torch.zeros_like(idx, dtype=torch.bool)
             shadowed[:-1] = idx[:-1] == idx[1:]
             grad = grad.masked_fill(shadowed, 0)
-        out = grad.new_zeros((ctx.steps, *idx.shape[1:]))
-        return out.scatter_add_(0, idx, grad), None
+        return grad.new_zeros(ctx.shape).scatter_add_(0, idx, grad), None
 
 
 # ``apply`` binds arguments through ``inspect.signature`` on every call when ``setup_context`` is
@@ -124,7 +137,7 @@ def first_spike_time(spk_rec: torch.Tensor) -> torch.Tensor:
     check_float_tensor("spk_rec", spk_rec, min_dim=2)
     if spk_rec.size(0) == 0:
         raise ValueError("spk_rec must have at least one time step (dim 0 is T), got T=0")
-    return _SpikeTimes.apply(spk_rec, 1)[0]
+    return _SpikeTimes.apply(spk_rec, None)
 
 
 def _check_record(spk_rec: Any) -> torch.Tensor:
@@ -147,10 +160,7 @@ def _check_labels(targets: Any, spk_rec: torch.Tensor) -> torch.Tensor:
         )
     _, batch, outputs = spk_rec.shape
     if targets.shape != (batch,):
-        raise ValueError(
-            f"targets must have shape [B] = [{batch}] (one label per sample of spk_rec), "
-            f"got {tuple(targets.shape)}"
-        )
+        raise ValueError(f"targets must have shape [B] = [{batch}], got {tuple(targets.shape)}")
     if targets.device != spk_rec.device:
         raise ValueError(f"targets is on {targets.device} but spk_rec on {spk_rec.device}")
     low, high = torch.aminmax(targets) if batch else (torch.zeros(()), torch.zeros(()))
@@ -168,10 +178,7 @@ def _check_weight(weight: Any) -> None:
 
 def _class_weight(weight: torch.Tensor, spk_rec: torch.Tensor) -> torch.Tensor:
     if weight.numel() != spk_rec.size(-1):
-        raise ValueError(
-            f"weight must have one entry per output neuron ({spk_rec.size(-1)}), "
-            f"got {weight.numel()}"
-        )
+        raise ValueError(f"weight must have one entry per output neuron ({spk_rec.size(-1)})")
     return weight.to(device=spk_rec.device, dtype=spk_rec.dtype)
 
 
@@ -204,7 +211,7 @@ class ce_temporal_loss:  # noqa: N801 - snntorch's name
 
     def __call__(self, spk_rec: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         labels = _check_labels(targets, _check_record(spk_rec))
-        times = _SpikeTimes.apply(spk_rec, 1)[0]
+        times = _SpikeTimes.apply(spk_rec, None)
         logits = -times if self.inverse == "negate" else 1.0 / (times + 1.0)
         weight = None if self.weight is None else _class_weight(self.weight, spk_rec)
         return F.cross_entropy(logits, labels, weight=weight, reduction=self.reduction)
@@ -269,7 +276,8 @@ class mse_temporal_loss:  # noqa: N801 - snntorch's name
         for flag in ("target_is_time", "multi_spike"):
             if not isinstance(getattr(self, flag), bool):
                 raise TypeError(f"{flag} must be True or False, got {getattr(self, flag)!r}")
-        object.__setattr__(self, "tolerance", check_number("tolerance", self.tolerance, nonneg=True))
+        tolerance = check_number("tolerance", self.tolerance, nonneg=True)
+        object.__setattr__(self, "tolerance", tolerance)
         check_choice("reduction", self.reduction, _REDUCTIONS)
         _check_weight(self.weight)
         if self.target_is_time:
@@ -280,20 +288,16 @@ class mse_temporal_loss:  # noqa: N801 - snntorch's name
                     "target_is_time=True pass the spike times as targets and leave them default"
                 )
             return
-        labels_multi = self.multi_spike
-        on = _time_or_times("on_target", self.on_target, labels_multi)
-        off = _time_or_times("off_target", self.off_target, labels_multi)
-        if labels_multi and len(on) != len(off):  # type: ignore[arg-type]
+        on = _time_or_times("on_target", self.on_target, self.multi_spike)
+        off = _time_or_times("off_target", self.off_target, self.multi_spike)
+        if isinstance(on, tuple) and isinstance(off, tuple) and len(on) != len(off):
             raise ValueError(
-                f"on_target and off_target must hold the same number of spike times, "
-                f"got {len(on)} and {len(off)}"  # type: ignore[arg-type]
+                f"on_target and off_target must hold the same number of times: {on}, {off}"
             )
         object.__setattr__(self, "on_target", on)
         object.__setattr__(self, "off_target", off)
 
-    def _target_times(
-        self, spk_rec: torch.Tensor, targets: Any
-    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+    def _target_times(self, spk_rec: torch.Tensor, targets: Any) -> tuple[torch.Tensor, Any]:
         steps, batch, outputs = spk_rec.shape
         like = {"dtype": spk_rec.dtype, "device": spk_rec.device}
         if not self.target_is_time:
@@ -326,15 +330,16 @@ class mse_temporal_loss:  # noqa: N801 - snntorch's name
     def __call__(self, spk_rec: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         steps = _check_record(spk_rec).size(0)
         target, labels = self._target_times(spk_rec, targets)
-        count = target.size(0) if self.multi_spike else 1
-        times = _SpikeTimes.apply(spk_rec, count)
-        times = times if self.multi_spike else times[0]
-        if self.tolerance > 0:
-            times = torch.where((times - target).abs() < self.tolerance, target, times)
-        loss = (times / steps - target / steps).square()
-        if self.weight is not None and labels is not None:
-            sample_weight = _class_weight(self.weight, spk_rec)[labels]
-            loss = loss * sample_weight.unsqueeze(-1)
+        times = _SpikeTimes.apply(spk_rec, target.size(0) if self.multi_spike else None)
+        target = target.expand_as(times)
+        if self.tolerance > 0:  # within tolerance: no cost and (as in snntorch) no gradient
+            close = (times.detach() - target).abs_() < self.tolerance
+            times = torch.where(close, target, times)
+        scale = 1.0 / (steps * steps)  # times are compared in units of T
+        if self.weight is None or labels is None:
+            return F.mse_loss(times, target, reduction=self.reduction) * scale
+        sample_weight = _class_weight(self.weight, spk_rec)[labels].unsqueeze(-1) * scale
+        loss = F.mse_loss(times, target, reduction="none") * sample_weight
         if self.reduction == "none":
             return loss
         return loss.mean() if self.reduction == "mean" else loss.sum()

@@ -1,0 +1,66 @@
+"""The compiled CPU kernel of NA (``csrc/na_cpu.cpp``): same signature as the reference.
+
+The kernel computes exactly :func:`spikegrad.rules.na.forward` / :func:`~spikegrad.rules.na.
+backward` (equations there), one neuron per loop iteration with every neighbor replayed in
+registers, parallel over neurons, stopping a replay as soon as it merges with the original
+trajectory. It is built with torch's C++ extension machinery the first time it is needed (a
+C++ compiler and ``ninja`` are required; ``python -m spikegrad.rules.na_cpu`` builds it ahead
+of time, as the README's install command and CI do) and cached by torch.
+
+If it cannot be built, :func:`status` says why and ``implementation="auto"`` uses the torch
+reference; ``implementation="cpp"`` raises with that reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from pathlib import Path
+from typing import Any
+
+_SOURCE = Path(__file__).with_name("csrc") / "na_cpu.cpp"
+_LOCK = threading.Lock()
+_STATE: dict[str, Any] = {"module": None, "error": None}
+
+
+def load(verbose: bool = False) -> Any | None:
+    """Build (once per source version; cached by torch) and return the extension, or ``None``."""
+    with _LOCK:
+        if _STATE["module"] is not None or _STATE["error"] is not None:
+            return _STATE["module"]
+        try:
+            # importing cpp_extension warns about a missing CUDA runtime on CPU-only machines
+            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+            from torch.utils.cpp_extension import load as _load
+
+            _STATE["module"] = _load(
+                name="spikegrad_na_cpu",
+                sources=[str(_SOURCE)],
+                extra_cflags=["-O3", "-fopenmp"],
+                extra_ldflags=["-fopenmp"],
+                verbose=verbose,
+            )
+        except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference
+            _STATE["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}"
+        return _STATE["module"]
+
+
+def status() -> str:
+    """``"available"`` or why the kernel cannot be used here."""
+    if os.environ.get("SPIKEGRAD_NA_CPP", "1") == "0":
+        return "disabled by SPIKEGRAD_NA_CPP=0"
+    load()
+    if _STATE["module"] is not None:
+        return "available"
+    return (f"the C++ kernel could not be built ({_STATE['error']}); install a C++ compiler "
+            "and `pip install ninja`, then run `python -m spikegrad.rules.na_cpu`")
+
+
+if __name__ == "__main__":
+    import time
+
+    start = time.perf_counter()
+    load(verbose=False)
+    print(f"spikegrad NA CPU kernel: {status()} ({time.perf_counter() - start:.1f} s)")
+    raise SystemExit(0 if _STATE["module"] is not None else 1)
