@@ -146,6 +146,5 @@ class NALeaky(SpikegradLeaky):
         out, u = na.NAFunction.apply(cur_seq, self.rule, self.rescale)
         self._zero_states(like=cur_seq[0])
         self.mem = u[-1].detach()
-        if self.rule.tau_s is not None:
-            self.trace = out[-1].detach()
+        self.trace = out[-1].detach()  # the trace; the spikes (the loop's a = s) if tau_s is None
         return out, u

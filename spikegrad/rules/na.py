@@ -176,6 +176,7 @@ def error_step(g_t: torch.Tensor, e_next: torch.Tensor | None, cfg: NA) -> torch
 
 def errors(g: torch.Tensor, cfg: NA) -> torch.Tensor:
     """``e`` from ``g = ∂L/∂a`` for the whole window (step 1)."""
+    check_float_tensor("g", g, min_dim=1)
     if cfg.error == "local" or cfg.tau_s is None:
         return g
     e = torch.empty_like(g)
@@ -240,6 +241,7 @@ def backward(
     Shape:
         all inputs ``[T, B, *]``; output ``[T, B, *]``.
     """
+    check_float_tensor("c", c, min_dim=1)
     return deltas(c, u, s, a, errors(g, cfg), cfg, a_init=a_init)
 
 
@@ -254,14 +256,15 @@ def deltas(
     Shape:
         c, u, s, a, e: ``[T, B, *]``; output ``[K, B, *]``.
     """
+    for name, x in (("c", c), ("u", u), ("s", s), ("a", a), ("e", e)):
+        check_float_tensor(name, x, min_dim=1)
     K = c.shape[0] if neighbors is None else neighbors
     if _use_cpp(cfg, c):
         T = c.shape[0]
         flat = [x.reshape(T, -1).contiguous() for x in (c, u, a, e)]
-        d = na_cpu.load().na_backward(
-            *flat, _flat_or_empty(a_init, flat[0]), K, *_cpp_dynamics(cfg)[:4], cfg.clamp,
-            *_cpp_dynamics(cfg)[4:], cfg.distance == "inverse_cube",
-        )
+        d = na_cpu.load().na_replay(*flat, _flat_or_empty(a_init, flat[0]), K,
+                                    *_cpp_dynamics(cfg)[:4], cfg.clamp, *_cpp_dynamics(cfg)[4:],
+                                    cfg.distance == "inverse_cube")
         return d.view((K,) + tuple(c.shape[1:]))
     d_l = loss_change(c, s, a, e, cfg, a_init=a_init, neighbors=K)
     return d_l * distance_weight(u[:K], cfg)
