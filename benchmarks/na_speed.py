@@ -3,7 +3,8 @@
 Two measurements, each forward + backward of one neuron layer (no synapses), median of
 ``torch.utils.benchmark`` runs after warm-up:
 
-1. whole window: ``NALeaky.sequence`` (NA) vs spikegrad's reset-term neuron with the reset
+1. whole window: ``NALeaky.sequence`` (NA; the torch reference and, where it builds, the
+   compiled CPU kernel) vs spikegrad's reset-term neuron with the reset
    detached (plain surrogate BPTT, ``reset_term.forward`` with ``reset_grad_scale=0``), batch
    32, 4 096 neurons, T = 5 and 20;
 2. per-step loop (``spk, mem = lif(cur, mem)`` T times): ``NALeaky`` vs ``snn.Leaky``, batch
@@ -35,15 +36,16 @@ def _time(fn, min_run_time: float) -> float:
         min_run_time=min_run_time).median * 1e3
 
 
-def whole_window(T: int, batch: int, n: int, min_run_time: float) -> tuple[float, float]:
+def whole_window(T: int, batch: int, n: int, min_run_time: float, impl: str
+                 ) -> tuple[float, float]:
     c = torch.rand(T, batch, n) * 1.2
     g = torch.randn(T, batch, n)
-    lif = neurons.NALeaky(beta=0.8, tau_s=2.0)
+    cfg = na.NA(beta=0.8, tau_s=2.0, implementation=impl)  # what NALeaky.sequence runs
     spike_fn = surrogate.Sigmoid(temperature=0.3)
 
     def run_na():
         x = c.clone().requires_grad_()
-        out, _ = lif.sequence(x)
+        out, _ = na.NAFunction.apply(x, cfg, None)
         out.backward(g)
 
     def run_bptt():
@@ -88,12 +90,14 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{torch.get_num_threads()} threads, NA implementation: {na.implementation()}")
-    print("| measurement | T | NA ms | baseline ms | ratio |")
+    print("| measurement | T | NA ms | baseline ms | NA / baseline |")
     print("|---|---|---|---|---|")
-    for T in args.T:
-        t_na, t_base = whole_window(T, args.batch, args.neurons, args.min_run_time)
-        print(f"| whole window, B={args.batch}, N={args.neurons}, vs reset-term (detached) | "
-              f"{T} | {t_na:.2f} | {t_base:.2f} | {t_na / t_base:.2f}x |")
+    impls = ["torch"] + (["cpp"] if na.implementation().startswith("cpp") else [])
+    for impl in impls:
+        for T in args.T:
+            t_na, t_base = whole_window(T, args.batch, args.neurons, args.min_run_time, impl)
+            print(f"| whole window ({impl}), B={args.batch}, N={args.neurons}, vs reset-term "
+                  f"(detached) | {T} | {t_na:.2f} | {t_base:.2f} | {t_na / t_base:.2f}x |")
     t_na, t_base = per_step(args.step_T, args.step_batch, args.step_neurons, args.min_run_time)
     print(f"| per-step loop, B={args.step_batch}, N={args.step_neurons}, NALeaky vs snn.Leaky | "
           f"{args.step_T} | {t_na:.2f} | {t_base:.2f} | {t_na / t_base:.2f}x |")
