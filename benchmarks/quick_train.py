@@ -13,6 +13,7 @@ reset-term         ``neurons.ResetTermLeaky(beta)``              CE on the spike
 bpsa-bpta          ``neurons.HTDGLIFLeaky()`` (paper mode)       CE on the spike count
 multi-strength     ``neurons.MultiStrengthLeaky()``              CE on the summed strengths
 ttfs               ``snn.Leaky(beta)``                           ``ttfs.ce_temporal_loss()``
+na                 ``neurons.NALeaky(beta)``                     CE on the spike count
 =================  ===========================================  ===================================
 
 Every rule gets the same budget, optimiser (Adam, lr 5e-4 as in the tutorial), batches and
@@ -60,10 +61,12 @@ def _neuron(rule: str) -> nn.Module:
         return neurons.HTDGLIFLeaky()
     if rule == "multi-strength":
         return neurons.MultiStrengthLeaky()
+    if rule == "na":
+        return neurons.NALeaky(beta=BETA)
     raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
 
 
-RULES = ("baseline", "reset-term", "bpsa-bpta", "multi-strength", "ttfs")
+RULES = ("baseline", "reset-term", "bpsa-bpta", "multi-strength", "ttfs", "na")
 
 
 class TutorialNet(nn.Module):
