@@ -21,10 +21,9 @@ from __future__ import annotations
 import argparse
 import platform
 
+import snntorch as snn
 import torch
 from torch.utils import benchmark
-
-import snntorch as snn
 
 from spikegrad import neurons
 from spikegrad.rules import na, reset_term, surrogate

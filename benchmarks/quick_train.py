@@ -42,9 +42,8 @@ except ImportError:  # pragma: no cover - tqdm is in the bench extra
         return it
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
-from datasets import DatasetNotFound, fashion_mnist  # noqa: E402
-
 import snntorch as snn  # noqa: E402
+from datasets import DatasetNotFound, fashion_mnist  # noqa: E402
 
 from spikegrad import neurons  # noqa: E402
 from spikegrad.rules import ttfs  # noqa: E402

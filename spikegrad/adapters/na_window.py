@@ -52,7 +52,7 @@ class Window:
 
     def _tensors(self) -> tuple[torch.Tensor, ...]:
         if self._stacked is None or self._stacked[0].shape[0] != len(self._steps):
-            self._stacked = tuple(torch.stack(x) for x in zip(*self._steps))
+            self._stacked = tuple(torch.stack(x) for x in zip(*self._steps, strict=True))
             old = self._errors
             self._errors = torch.zeros_like(self._stacked[0])
             if old is not None:  # steps added after an earlier backward keep their errors

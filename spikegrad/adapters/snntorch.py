@@ -124,7 +124,9 @@ class SpikegradLeaky(snn.Leaky):
             )
         for flag, (value, default, reason) in refused.items():
             if value is not default and value != default:
-                raise ValueError(f"{type(self).__name__} does not support {flag}={value!r}: {reason}")
+                raise ValueError(
+                    f"{type(self).__name__} does not support {flag}={value!r}: {reason}"
+                )
 
     def _add_state(self, name: str) -> None:
         """Declare an extra per-neuron state tensor (lazy, reset with ``mem``)."""
@@ -148,7 +150,9 @@ class SpikegradLeaky(snn.Leaky):
         check_float_tensor("input_", input_)
         if mem is not None:
             if self.init_hidden:
-                raise TypeError("`mem` should not be passed as an argument while `init_hidden=True`")
+                raise TypeError(
+                    "`mem` should not be passed as an argument while `init_hidden=True`"
+                )
             check_float_tensor("mem", mem)
             self.mem = mem
         if self.mem.shape != input_.shape:

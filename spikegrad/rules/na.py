@@ -50,7 +50,8 @@ from spikegrad._checks import check_choice, check_float_tensor, check_number
 from spikegrad.rules import na_cpu
 
 __all__ = [
-    "DISTANCES", "ERRORS", "NA", "step", "forward", "error_step", "errors", "distance_weight", "loss_change",
+    "DISTANCES", "ERRORS", "NA", "step", "forward", "error_step", "errors", "distance_weight",
+    "loss_change",
     "backward", "deltas", "Rescale", "NAFunction", "least_squares", "implementation",
 ]
 
@@ -163,7 +164,7 @@ def forward(
     for t in range(c.shape[0]):
         s, u, a = step(c[t], u, a, cfg)
         out.append((s, u, a))
-    s_seq, u_seq, a_seq = (torch.stack(x) for x in zip(*out))
+    s_seq, u_seq, a_seq = (torch.stack(x) for x in zip(*out, strict=True))
     return s_seq, u_seq, a_seq
 
 
