@@ -42,7 +42,7 @@ import torch.nn.functional as F
 
 from spikegrad._checks import check_choice, check_float_tensor, check_number
 
-__all__ = ["MODES", "HTDGLIF", "spike", "reset", "integrate", "step", "forward"]
+__all__ = ["MODES", "HTDGLIF", "spike", "reset", "integrate", "step", "step_v", "forward"]
 
 MODES = ("paper", "braincog")
 
@@ -178,8 +178,19 @@ def forward(
     v = torch.zeros_like(x[0]) if v0 is None else v0
     outs, pots = [], []
     for t in range(x.shape[0]):
-        h = integrate(v, x[t], cfg)
-        outs.append(spike(h, cfg))
+        o, h, v = step_v(x[t], v, cfg)
+        outs.append(o)
         pots.append(h)
-        v = reset(h, cfg)
     return torch.stack(outs), torch.stack(pots)
+
+
+def step_v(
+    x: torch.Tensor, v_prev: torch.Tensor, cfg: HTDGLIF
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step from the previous *post-reset* state (the state spikingjelly passes around).
+
+    Returns:
+        ``(o[t], h[t], v[t])``.
+    """
+    h = integrate(v_prev, x, cfg)
+    return spike(h, cfg), h, reset(h, cfg)

@@ -48,6 +48,7 @@ __all__ = [
     "MECHANISMS",
     "reset",
     "step",
+    "step_v",
     "forward",
     "trace_step",
     "trace",
@@ -143,13 +144,29 @@ def forward(
     v = torch.zeros_like(c[0]) if v0 is None else v0
     spikes, potentials = [], []
     for t in range(c.shape[0]):
-        u = beta * v + c[t]
-        s = spike_fn(u - threshold)
-        v = reset(u, s, threshold=threshold, mechanism=mechanism,
-                  reset_grad_scale=reset_grad_scale)
+        s, u, v = step_v(c[t], v, beta=beta, threshold=threshold, spike_fn=spike_fn,
+                         mechanism=mechanism, reset_grad_scale=reset_grad_scale)
         spikes.append(s)
         potentials.append(u)
     return torch.stack(spikes), torch.stack(potentials)
+
+
+def step_v(
+    c: torch.Tensor, v_prev: torch.Tensor, *, beta: Scalar, threshold: Scalar,
+    spike_fn: SpikeFn, mechanism: str = "zero", reset_grad_scale: float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step from the previous *post-reset* state (the state spikingjelly passes around).
+
+    Returns:
+        ``(s[t], u[t], v[t])``.
+
+    Shape:
+        c, v_prev: any shape (the same); outputs: the same.
+    """
+    u = beta * v_prev + c
+    s = spike_fn(u - threshold)
+    v = reset(u, s, threshold=threshold, mechanism=mechanism, reset_grad_scale=reset_grad_scale)
+    return s, u, v
 
 
 def trace_step(a_prev: torch.Tensor, s: torch.Tensor, tau_s: float) -> torch.Tensor:
