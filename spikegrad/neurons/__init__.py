@@ -1,7 +1,8 @@
 """The neuron classes users import: ``from spikegrad import neurons``.
 
-Imports are lazy: touching ``neurons.ResetTermLeaky`` imports snntorch only, and importing one
-host never imports the other. Missing hosts raise an ImportError saying what to install.
+Imports are lazy: touching ``neurons.ResetTermLeaky`` imports snntorch only, touching
+``neurons.ResetTermLIFNode`` imports spikingjelly only; importing one host never imports the
+other. Missing hosts raise an ImportError saying what to install.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ from typing import Any
 _SNNTORCH = ("ResetTermLeaky", "HTDGLIFLeaky", "MultiStrengthLeaky")
 _LOCATIONS = {name: ("spikegrad.neurons.snntorch", name) for name in _SNNTORCH}
 _LOCATIONS["NALeaky"] = ("spikegrad.neurons.snntorch_na", "NALeaky")
+for _name in ("ResetTermLIFNode", "NALIFNode", "HTDGLIFNode", "MultiStrengthIFNode"):
+    _LOCATIONS[_name] = ("spikegrad.neurons.spikingjelly", _name)
+_LOCATIONS["reset_net"] = ("spikegrad.adapters.spikingjelly", "reset_net")
 _LOCATIONS["reset_states"] = ("spikegrad.adapters.snntorch", "reset_states")
 
 __all__ = sorted(_LOCATIONS)

@@ -142,9 +142,13 @@ def step(
 
 
 def forward(
-    c: torch.Tensor, cfg: NA, *, a_init: torch.Tensor | None = None
+    c: torch.Tensor, cfg: NA, *, a_init: torch.Tensor | None = None,
+    u_init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The whole window from rest (no autograd; see :class:`NAFunction` for that).
+    """The whole window (no autograd; see :class:`NAFunction` for that).
+
+    The window starts from rest unless ``u_init`` (the pre-reset potential of the step before
+    it) and ``a_init`` (the trace before it) are given.
 
     Returns:
         ``(s, u, a)``: spikes, pre-reset potentials, traces.
@@ -155,10 +159,11 @@ def forward(
     check_float_tensor("c", c, min_dim=1)
     if _use_cpp(cfg, c):
         flat = c.reshape(c.shape[0], -1).contiguous()
-        u, a = na_cpu.load().na_forward(flat, _flat_or_empty(a_init, flat), *_cpp_dynamics(cfg))
+        u, a = na_cpu.load().na_forward(flat, _flat_or_empty(a_init, flat),
+                                        _flat_or_empty(u_init, flat), *_cpp_dynamics(cfg))
         u, a = u.view_as(c), a.view_as(c)
         return (u > cfg.threshold).to(c.dtype), u, a
-    u = torch.zeros_like(c[0])
+    u = torch.zeros_like(c[0]) if u_init is None else u_init
     a = torch.zeros_like(c[0]) if a_init is None else a_init
     out = []
     for t in range(c.shape[0]):
@@ -338,31 +343,34 @@ class NAFunction(torch.autograd.Function):
     """The whole window as one autograd node: ``c -> (out, u)`` with the NA backward.
 
     ``out`` is the trace ``a`` (the spikes when ``tau_s`` is ``None``). A gradient arriving at
-    ``u`` is added to ``δ`` unchanged. ``rescale`` is an optional shared :class:`Rescale`.
+    ``u`` is added to ``δ`` unchanged. ``rescale`` is an optional shared :class:`Rescale`;
+    ``u_init``/``a_init`` (not differentiated) continue from an earlier state.
     """
 
     @staticmethod
-    def forward(c: torch.Tensor, cfg: NA, rescale: Rescale | None):  # type: ignore[override]
-        _, u, a = forward(c, cfg)
+    def forward(c: torch.Tensor, cfg: NA, rescale: Rescale | None,  # type: ignore[override]
+                u_init: torch.Tensor | None = None, a_init: torch.Tensor | None = None):
+        _, u, a = forward(c, cfg, u_init=u_init, a_init=a_init)
         return a, u
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        c, cfg, rescale = inputs
+        c, cfg, rescale, *initial = inputs
+        a_init = initial[1] if len(initial) > 1 else None
         a, u = output
-        ctx.save_for_backward(c, u, a)
+        ctx.save_for_backward(c, u, a, a_init)
         ctx.cfg, ctx.rescale = cfg, rescale
         if rescale is not None:
             rescale.begin()
 
     @staticmethod
     def backward(ctx: Any, g_a: torch.Tensor, g_u: torch.Tensor):  # type: ignore[override]
-        c, u, a = ctx.saved_tensors
+        c, u, a, a_init = ctx.saved_tensors
         s = (u > ctx.cfg.threshold).to(u.dtype)
-        delta = backward(c, u, s, a, g_a, ctx.cfg)
+        delta = backward(c, u, s, a, g_a, ctx.cfg, a_init=a_init)
         if ctx.rescale is not None:
             delta = ctx.rescale(delta)
-        return delta + g_u, None, None
+        return delta + g_u, None, None, None, None
 
 
 def least_squares(directions: torch.Tensor, finite_differences: torch.Tensor) -> torch.Tensor:

@@ -39,12 +39,14 @@ inline T distance_weight(T u, const Params& p) {
 }
 
 template <typename T>
-void forward_kernel(const T* c, T* u, T* a, const T* a_init, int64_t steps, int64_t m,
-                    const Params& p) {
+void forward_kernel(const T* c, T* u, T* a, const T* a_init, const T* u_init, int64_t steps,
+                    int64_t m, const Params& p) {
   const T beta = p.beta, theta = p.theta, ls = p.ls, gain = p.gain;
   at::parallel_for(0, m, 4096, [&](int64_t lo, int64_t hi) {
     std::vector<T> v(hi - lo, T(0)), tr(hi - lo, T(0));
     if (a_init) std::copy(a_init + lo, a_init + hi, tr.begin());
+    if (u_init)
+      for (int64_t j = lo; j < hi; ++j) v[j - lo] = after_reset(u_init[j], u_init[j] > theta, p);
     for (int64_t t = 0; t < steps; ++t) {  // time outer, neurons inner: contiguous rows
       const T* ct = c + t * m;
       T* ut = u + t * m;
@@ -146,17 +148,22 @@ void check(const torch::Tensor& x, const char* name, int64_t dim) {
 
 }  // namespace
 
-// c: [T, M]; a_init: [M] or empty. Returns (u, a).
-std::vector<torch::Tensor> na_forward(torch::Tensor c, torch::Tensor a_init, double beta,
-                                      double theta, double ls, double gain, bool trace,
-                                      bool subtract) {
+// c: [T, M]; a_init, u_init: [M] or empty (the trace and pre-reset potential before the
+// window). Returns (u, a).
+std::vector<torch::Tensor> na_forward(torch::Tensor c, torch::Tensor a_init, torch::Tensor u_init,
+                                      double beta, double theta, double ls, double gain,
+                                      bool trace, bool subtract) {
   check(c, "c", 2);
+  for (auto* x : {&a_init, &u_init})
+    TORCH_CHECK(x->numel() == 0 || (x->numel() == c.size(1) && x->is_contiguous()),
+                "na_forward: a_init/u_init: one contiguous value per neuron");
   auto u = torch::empty_like(c), a = torch::empty_like(c);
   const Params p = make_params(beta, theta, ls, gain, 1.0, trace, subtract, true);
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "na_forward", [&] {
     forward_kernel<scalar_t>(c.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
                              a.data_ptr<scalar_t>(),
-                             a_init.numel() ? a_init.data_ptr<scalar_t>() : nullptr, c.size(0),
+                             a_init.numel() ? a_init.data_ptr<scalar_t>() : nullptr,
+                             u_init.numel() ? u_init.data_ptr<scalar_t>() : nullptr, c.size(0),
                              c.size(1), p);
   });
   return {u, a};

@@ -1,0 +1,219 @@
+"""spikingjelly adapter: one ``BaseNode`` subclass pattern for both spikingjelly lines.
+
+spikingjelly 0.0.0.0.14 and 2.x share ``activation_based.neuron.BaseNode`` by name only: the
+old line drives a neuron through ``neuronal_charge``/``neuronal_fire``/``neuronal_reset`` and
+has ``backend``; 2.x drives it through ``single_step_functional_forward`` and has no backend.
+A spikegrad node implements one pure step ``_step(x, v, *extra) -> (out, v, *extra)`` (the
+rule, called through :mod:`spikegrad.rules`), optionally a whole-sequence ``_multi``, and this
+module turns that into the host's ``step_mode="s"``/``"m"`` calls, lazy state, ``reset()``,
+``store_v_seq`` and ``backend``, identically on both lines.
+
+Host traps handled here (each has a test):
+
+* 0.0.0.0.14's ``LIFNode``/``IFNode`` run jit kernels in eval mode that skip subclass overrides:
+  spikegrad nodes subclass ``BaseNode`` and own both forward paths.
+* Both lines check ``tau``/``v_threshold`` with bare ``assert``\\ s: spikegrad checks them first,
+  with messages.
+* 2.x's ``functional.reset_net`` caches the module list of a network on its first call, so a
+  neuron added later is never reset: :func:`reset_net` invalidates that cache first.
+* Spikes at ``u >= θ`` (spikingjelly) vs ``u > θ`` (snntorch): every node states its convention;
+  the host's is used unless the rule fixes it (NA: strict, as the authors').
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from spikegrad._checks import check_choice, check_float_tensor, check_number
+
+try:
+    from spikingjelly.activation_based import functional, neuron
+except ImportError as exc:  # pragma: no cover - exercised only without spikingjelly
+    raise ImportError(
+        "spikegrad's spikingjelly neurons need spikingjelly: pip install 'spikegrad[spikingjelly]'"
+    ) from exc
+
+SUPPORTED_SPIKINGJELLY = ("0.0.0.0.14", "2.0.x")
+IS_SJ2 = hasattr(neuron.BaseNode, "single_step_functional_forward")
+BACKENDS = ("torch",)
+
+
+def installed_version() -> str:
+    """The installed spikingjelly version (from its metadata; by feature where that is missing)."""
+    try:
+        return importlib.metadata.version("spikingjelly")
+    except importlib.metadata.PackageNotFoundError:  # pragma: no cover - source checkouts
+        return "2.0.0" if IS_SJ2 else "0.0.0.0.14"
+
+
+def check_version(version: str | None = None) -> str:
+    """Raise ImportError unless ``version`` (default: the installed one) is supported."""
+    version = installed_version() if version is None else version
+    ok = version == "0.0.0.0.14" or version.startswith("2.0.")
+    if not ok:
+        raise ImportError(
+            f"spikingjelly {version} is not supported by spikegrad; supported: "
+            f"{', '.join(SUPPORTED_SPIKINGJELLY)} (pip install 'spikingjelly==2.0.0' or "
+            "'spikingjelly==0.0.0.0.14')"
+        )
+    return version
+
+
+SPIKINGJELLY_VERSION = check_version()
+
+__all__ = ["SpikegradNode", "reset_net", "check_version", "SPIKINGJELLY_VERSION", "IS_SJ2"]
+
+
+def check_tau(tau: Any, name: str = "tau") -> float:
+    """``tau`` as a float > 1 (the hosts assert this without a message)."""
+    value = check_number(name, tau)
+    if value <= 1.0:
+        raise ValueError(f"{name} must be > 1 (the leak is 1 - 1/{name}), got {value}")
+    return value
+
+
+class SpikegradNode(neuron.BaseNode):
+    """Base of spikegrad's spikingjelly nodes (host idioms for both lines; no equations).
+
+    Subclasses call :meth:`_init_node` from ``__init__``, list their extra state names in
+    ``_extra_states`` and implement ``_step``; ``_multi`` may be overridden with a fused
+    whole-sequence path that returns the same values and gradients.
+    """
+
+    _extra_states: tuple[str, ...] = ()
+
+    def _init_node(
+        self, *, v_threshold: Any, v_reset: Any, surrogate_function: Any, detach_reset: bool,
+        step_mode: str, backend: str, store_v_seq: bool,
+    ) -> None:
+        v_threshold = check_number("v_threshold", v_threshold)
+        if v_reset is not None:
+            v_reset = check_number("v_reset", v_reset)
+        check_choice("step_mode", step_mode, ("s", "m"))
+        if backend not in BACKENDS:
+            raise ValueError(
+                f"backend={backend!r} is not available for {type(self).__name__}: spikegrad's "
+                f"spikingjelly nodes run on {BACKENDS} (fused CuPy kernels are not part of this "
+                "release); use backend='torch'"
+            )
+        if not isinstance(detach_reset, bool) or not isinstance(store_v_seq, bool):
+            raise TypeError("detach_reset and store_v_seq must be bools")
+        kw = dict(v_threshold=v_threshold, v_reset=v_reset, surrogate_function=surrogate_function,
+                  detach_reset=detach_reset, step_mode=step_mode, store_v_seq=store_v_seq)
+        if IS_SJ2:
+            super().__init__(**kw)
+            self._sg_backend = backend
+        else:
+            super().__init__(backend=backend, **kw)
+        for name in self._extra_states:
+            self.register_memory(name, 0.0)
+
+    # --- backend (0.0.0.0.14 has it on every node; on 2.x it is spikegrad's own option) ----
+    @property
+    def supported_backends(self) -> tuple[str, ...]:
+        return BACKENDS
+
+    if IS_SJ2:
+        @property
+        def backend(self) -> str:
+            return self._sg_backend
+
+        @backend.setter
+        def backend(self, value: str) -> None:
+            check_choice("backend", value, BACKENDS)
+            self._sg_backend = value
+
+    # --- the rule, provided by subclasses -----------------------------------------------------
+    def _step(self, x: torch.Tensor, v: torch.Tensor, *extra: torch.Tensor
+              ) -> tuple[torch.Tensor, ...]:
+        raise NotImplementedError  # pragma: no cover - abstract
+
+    def _multi(self, x_seq: torch.Tensor, v: torch.Tensor, *extra: torch.Tensor
+               ) -> tuple[torch.Tensor, torch.Tensor, tuple[torch.Tensor, ...]]:
+        """``(out_seq, v_seq, final_states)``; default: loop ``_step``."""
+        outs, vs, states = [], [], (v, *extra)
+        for t in range(x_seq.shape[0]):
+            out, *states = self._step(x_seq[t], *states)
+            outs.append(out)
+            vs.append(states[0])
+        return torch.stack(outs), torch.stack(vs), tuple(states)
+
+    def _on_reset(self) -> None:
+        """Hook for nodes with windows (NA)."""
+
+    # --- host idioms --------------------------------------------------------------------------
+    def _states(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(v, *extra)`` as tensors shaped like ``x`` (fresh after a reset or a shape change)."""
+        v = self.v
+        if not isinstance(v, torch.Tensor) or v.shape != x.shape:
+            fresh = True
+        elif v.device != x.device:
+            raise ValueError(f"the node's state is on {v.device} but the input on {x.device}; "
+                             "call functional.reset_net(net) after moving data to a new device")
+        else:
+            fresh = False
+        if fresh:
+            v_init = 0.0 if self.v_reset is None else self.v_reset
+            self.v = torch.full_like(x, v_init)
+            for name in self._extra_states:
+                setattr(self, name, torch.zeros_like(x))
+            self._on_reset()
+        return (self.v, *(getattr(self, n) for n in self._extra_states))
+
+    def _store(self, states: Iterable[torch.Tensor]) -> None:
+        states = tuple(states)
+        self.v = states[0]
+        for name, value in zip(self._extra_states, states[1:], strict=True):
+            setattr(self, name, value)
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        check_float_tensor("x", x)
+        out, *states = self._step(x, *self._states(x))
+        self._store(states)
+        if self.store_v_seq and IS_SJ2:  # 2.x also records v_seq in single-step mode
+            v = self.v.unsqueeze(0)
+            self.v_seq = v if self.v_seq is None else torch.cat((self.v_seq, v))
+        return out
+
+    def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        check_float_tensor("x_seq", x_seq, min_dim=2)
+        out_seq, v_seq, states = self._multi(x_seq, *self._states(x_seq[0]))
+        self._store(states)
+        if self.store_v_seq:
+            self.v_seq = v_seq
+        return out_seq
+
+    if IS_SJ2:
+        def single_step_functional_forward(self, inputs, states, **kwargs):  # noqa: ANN001
+            """2.x's functional protocol (used by its graph tools): the same pure step."""
+            x = inputs[0]
+            v, *extra = (s if isinstance(s, torch.Tensor) and s.shape == x.shape
+                         else torch.zeros_like(x) for s in states)
+            out, *new = self._step(x, v, *extra)
+            return (out,), tuple(new)
+
+    def reset(self) -> None:
+        super().reset()
+        self._on_reset()
+
+    if IS_SJ2:
+        def extra_repr(self) -> str:
+            return f"{super().extra_repr()}, backend={self.backend}"
+
+
+def reset_net(net: nn.Module) -> None:
+    """``functional.reset_net`` that is always complete.
+
+    spikingjelly 2.x caches the list of resettable modules on the first ``reset_net(net)``; a
+    module added to ``net`` afterwards is never reset. This drops that cache first (2.x), then
+    resets every module of ``net`` (both lines).
+    """
+    invalidate = getattr(functional, "invalidate_reset_cache", None)
+    if invalidate is not None:
+        invalidate(net)
+    functional.reset_net(net)

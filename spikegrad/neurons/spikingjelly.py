@@ -1,0 +1,234 @@
+"""spikegrad's spikingjelly nodes: ``BaseNode`` subclasses wiring a rule to the host.
+
+No equations here: each node maps spikingjelly's arguments (``tau``, ``decay_input``,
+``v_reset``, ``detach_reset``) to a rule of :mod:`spikegrad.rules` and one step to that rule's
+step function; :mod:`spikegrad.adapters.spikingjelly` turns the step into both step modes, on
+spikingjelly 0.0.0.0.14 and 2.x. Names, defaults and outputs follow API.md.
+
+``v`` after a step is the host's post-reset state.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import torch
+
+from spikegrad._checks import check_number
+from spikegrad.adapters.na_window import Window, na_step
+from spikegrad.adapters.spikingjelly import SpikegradNode, check_tau
+from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate
+
+__all__ = ["ResetTermLIFNode", "NALIFNode", "HTDGLIFNode", "MultiStrengthIFNode"]
+
+_UNSET: Any = object()
+
+
+def _mechanism(v_reset: float | None, node: str) -> str:
+    """spikingjelly's ``v_reset`` as a reset mechanism: 0.0 -> zero, None -> subtract."""
+    if v_reset is None:
+        return "subtract"
+    if v_reset == 0.0:
+        return "zero"
+    raise ValueError(
+        f"{node} supports v_reset=0.0 (hard reset to zero) or v_reset=None (soft reset by "
+        f"subtraction), got v_reset={v_reset!r}"
+    )
+
+
+def _host_surrogate(fn: Any) -> Any:
+    """A spikegrad surrogate fires at ``x >= 0`` on this host (spikingjelly's convention)."""
+    if isinstance(fn, surrogate.Surrogate) and not fn.inclusive:
+        return dataclasses.replace(fn, inclusive=True)
+    return fn
+
+
+class ResetTermLIFNode(SpikegradNode):
+    """LIF node with the reset-term gradient (Yang 2020); see :mod:`spikegrad.rules.reset_term`.
+
+    ``detach_reset=False`` (the host's default) is the reset term; ``True`` detaches it. Spikes
+    at ``u >= v_threshold`` (the host's convention). The first output is the spikes, or the PSP
+    trace when ``tau_s`` is set. Its snntorch twin is ``ResetTermLeaky(beta=1 - 1/tau)``.
+
+    Args:
+        tau: membrane time constant ``> 1`` (leak ``1 - 1/tau``).
+        decay_input: also scale the input by ``1/tau`` (as the host's ``LIFNode``).
+        v_reset: ``0.0`` (hard reset) or ``None`` (soft reset by subtraction).
+        surrogate_function: any spikingjelly or spikegrad surrogate; ``None`` means
+            ``surrogate.Sigmoid(temperature=0.3)`` (spikingjelly ``Sigmoid(alpha=1/0.3)``).
+        detach_reset: detach the reset path (``reset_grad="detach"`` on the snntorch twin).
+        reset_grad_scale: factor on the reset path (with ``detach_reset=False`` only).
+        tau_s: if set (``>= 1``), output the PSP trace.
+    """
+
+    _extra_states = ("trace",)
+
+    def __init__(
+        self, tau: float = 2.0, decay_input: bool = False, v_threshold: float = 1.0,
+        v_reset: float | None = 0.0, surrogate_function: Any = None, detach_reset: bool = False,
+        step_mode: str = "s", backend: str = "torch", store_v_seq: bool = False, *,
+        reset_grad_scale: float = 1.0, tau_s: float | None = None,
+    ) -> None:
+        tau = check_tau(tau)
+        mechanism = _mechanism(v_reset, type(self).__name__)
+        scale = float(reset_grad_scale)
+        if detach_reset and scale != 1.0:
+            raise ValueError("reset_grad_scale applies to detach_reset=False only; leave it at "
+                             "1.0 with detach_reset=True")
+        if surrogate_function is None:
+            surrogate_function = surrogate.Sigmoid(temperature=0.3)
+        self._init_node(v_threshold=v_threshold, v_reset=v_reset,
+                        surrogate_function=_host_surrogate(surrogate_function),
+                        detach_reset=detach_reset, step_mode=step_mode, backend=backend,
+                        store_v_seq=store_v_seq)
+        self.tau, self.decay_input = tau, bool(decay_input)
+        self.mechanism = mechanism
+        self.reset_grad_scale = 0.0 if detach_reset else scale
+        self.tau_s = None if tau_s is None else check_number("tau_s", tau_s, low=1.0)
+
+    def _step(self, x, v, trace):  # noqa: ANN001, ANN202
+        if self.decay_input:
+            x = x / self.tau
+        s, _, v = reset_term.step_v(
+            x, v, beta=1.0 - 1.0 / self.tau, threshold=self.v_threshold,
+            spike_fn=self.surrogate_function, mechanism=self.mechanism,
+            reset_grad_scale=self.reset_grad_scale,
+        )
+        if self.tau_s is None:
+            return s, v, trace
+        trace = reset_term.trace_step(trace, s, self.tau_s)
+        return trace, v, trace
+
+
+class NALIFNode(SpikegradNode):
+    """LIF node trained with Neighborhood Aggregation; see :mod:`spikegrad.rules.na`.
+
+    Spikes at ``u > v_threshold`` (strict, the authors' convention, not the host's). In
+    ``step_mode="m"`` the whole window runs as one autograd node (with the compiled CPU
+    kernel where available); in ``"s"`` mode every step records into a window whose backward
+    passes replay the neighbors causally, with equal gradients. A window starts at
+    ``reset()``/``functional.reset_net``. ``rescale`` needs the whole window: ``"m"`` mode only.
+
+    Args:
+        tau: membrane time constant ``> 1`` (the authors' 5: leak 0.8).
+        decay_input: also scale the input by ``1/tau``.
+        v_reset: ``0.0`` (the authors' hard reset) or ``None`` (subtraction).
+        tau_s: PSP time constant of the trace output, or ``None`` for spikes.
+        distance, clamp, error, rescale: as :class:`spikegrad.neurons.NALeaky`.
+    """
+
+    _extra_states = ("u", "trace")
+
+    def __init__(
+        self, tau: float = 5.0, decay_input: bool = False, v_threshold: float = 1.0,
+        v_reset: float | None = 0.0, step_mode: str = "s", backend: str = "torch",
+        store_v_seq: bool = False, *, tau_s: float | None = None,
+        distance: str = "inverse_cube", clamp: float = 5.0, error: str = "accumulated",
+        rescale: na.Rescale | None = None,
+    ) -> None:
+        tau = check_tau(tau)
+        rule = na.NA(beta=1.0 - 1.0 / tau, threshold=v_threshold, tau_s=tau_s,
+                     distance=distance, clamp=clamp, error=error,
+                     reset=_mechanism(v_reset, type(self).__name__))
+        if rescale is not None and not isinstance(rescale, na.Rescale):
+            raise TypeError("rescale must be a spikegrad.rules.na.Rescale or None, got "
+                            f"{type(rescale).__name__}")
+        self._init_node(v_threshold=v_threshold, v_reset=v_reset,
+                        surrogate_function=surrogate.Sigmoid(), detach_reset=False,
+                        step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
+        self.tau, self.decay_input, self.rule, self.rescale = tau, bool(decay_input), rule, rescale
+        self._window: Window | None = None
+
+    def _post_reset(self, u: torch.Tensor) -> torch.Tensor:
+        return self.rule.after_reset(u, u > self.rule.threshold)
+
+    def _step(self, x, v, u, trace):  # noqa: ANN001, ANN202
+        if self.decay_input:
+            x = x / self.tau
+        window = None
+        if torch.is_grad_enabled() and x.requires_grad:
+            if self.rescale is not None:
+                raise ValueError("rescale needs the whole window: use step_mode='m' or "
+                                 "rescale=None")
+            if self._window is None or u is not getattr(self, "_last_u", None):
+                self._window = Window(self.rule, trace)
+            window = self._window
+        out, u, trace = na_step(x, u, trace, self.rule, window)
+        self._last_u = u
+        return out, self._post_reset(u).detach(), u, trace
+
+    def _multi(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
+        if self.decay_input:
+            x_seq = x_seq / self.tau
+        out, u_seq = na.NAFunction.apply(x_seq, self.rule, self.rescale, u.detach(),
+                                         trace.detach())
+        v_seq = self._post_reset(u_seq.detach())
+        last = out[-1].detach() if self.rule.tau_s is not None else torch.zeros_like(u)
+        self._window = None
+        return out, v_seq, (v_seq[-1], u_seq[-1].detach(), last)
+
+    def _on_reset(self) -> None:
+        self._window = None
+        self._last_u = None
+
+
+class HTDGLIFNode(SpikegradNode):
+    """The HTDGLIF node with BPSA/BPTA (Shen et al. 2022; BrainCog); see
+    :mod:`spikegrad.rules.bpsta`. Spikes at ``h >= v_threshold``; output as
+    :class:`spikegrad.neurons.HTDGLIFLeaky`.
+
+    Args:
+        v_threshold: ``θ > 0`` (0.5).
+        decay: paper mode's ``λ`` (``None`` means 0.9); must stay ``None`` in braincog mode.
+        mode, alpha, dt, warm_up: as :class:`spikegrad.neurons.HTDGLIFLeaky`.
+        tau: refused (BrainCog's node accepts and ignores a ``tau``; here it would silently do
+            nothing, so passing one raises).
+    """
+
+    def __init__(
+        self, v_threshold: float = 0.5, decay: float | None = None, step_mode: str = "s",
+        backend: str = "torch", store_v_seq: bool = False, *, mode: str = "paper",
+        alpha: float = 0.2, dt: float | None = None, warm_up: bool = False, tau: Any = _UNSET,
+    ) -> None:
+        if tau is not _UNSET:
+            raise ValueError("HTDGLIFNode takes no tau (BrainCog's node ignores it); the paper "
+                             "mode's leak is `decay` (0.9 by default), braincog mode has none")
+        rule = bpsta.HTDGLIF(mode=mode, threshold=v_threshold, decay=decay, alpha=alpha, dt=dt)
+        self._init_node(v_threshold=v_threshold, v_reset=0.0,
+                        surrogate_function=surrogate.Sigmoid(), detach_reset=False,
+                        step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
+        self.rule_cfg, self.warm_up = rule, bool(warm_up)
+
+    def _step(self, x, v):  # noqa: ANN001, ANN202
+        if self.warm_up:
+            return torch.relu(x), v
+        o, _, v = bpsta.step_v(x, v, self.rule_cfg)
+        return o, v
+
+
+class MultiStrengthIFNode(SpikegradNode):
+    """Integrate-and-fire node with integer-valued spikes (Chen et al. 2018); see
+    :mod:`spikegrad.rules.multistrength`. Outputs the strength ``floor(relu(h)/τ)``; ``v`` is
+    the remainder ``h - τθ`` (no ``v_reset``: the reset is the subtraction).
+
+    Args:
+        v_threshold: ``τ > 0``.
+        max_strength, detach_reset: as :class:`spikegrad.neurons.MultiStrengthLeaky`.
+    """
+
+    def __init__(
+        self, v_threshold: float = 1.0, step_mode: str = "s", backend: str = "torch",
+        store_v_seq: bool = False, *, max_strength: int | None = None, detach_reset: bool = True,
+    ) -> None:
+        rule = multistrength.MultiStrength(
+            threshold=v_threshold, max_strength=max_strength, detach_reset=detach_reset)
+        self._init_node(v_threshold=v_threshold, v_reset=None,
+                        surrogate_function=surrogate.Sigmoid(), detach_reset=detach_reset,
+                        step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
+        self.rule_cfg = rule
+
+    def _step(self, x, v):  # noqa: ANN001, ANN202
+        theta, v = multistrength.step(x, v, self.rule_cfg)
+        return theta, v
+
