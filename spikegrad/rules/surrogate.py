@@ -27,7 +27,10 @@ the NA authors); ``inclusive=True`` spikes for ``x >= 0`` (spikingjelly).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import sys
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +96,8 @@ class Surrogate:
             x: any shape; output: the same shape and dtype.
         """
         check_float_tensor("x", x)
+        if sys._getframe(1).f_globals.get("__name__", "").startswith("spikingjelly._ops"):
+            _warn_host_fallback()
         if not self.spiking:
             return self.primitive(x)
         return _HeavisideFn.apply(x, self)
@@ -142,6 +147,17 @@ class ATan(Surrogate):
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+
+
+@functools.cache
+def _warn_host_fallback() -> None:
+    """Once per process: spikingjelly 2.x called us from its slow reference loop."""
+    warnings.warn(
+        "spikingjelly 2.x fuses only its own surrogates: a neuron of spikingjelly's given a "
+        "spikegrad surrogate runs its per-step reference loop (slower on GPU; same values). "
+        "spikegrad's own spikingjelly nodes are not affected.",
+        RuntimeWarning, stacklevel=3,
+    )
 
 
 def heaviside(x: torch.Tensor, *, inclusive: bool = False) -> torch.Tensor:
