@@ -176,8 +176,10 @@ class SpikegradNode(neuron.BaseNode):
         out, *states = self._step(x, *self._states(x))
         self._store(states)
         if self.store_v_seq and IS_SJ2:  # 2.x also records v_seq in single-step mode
-            v = self.v.unsqueeze(0)
-            self.v_seq = v if self.v_seq is None else torch.cat((self.v_seq, v))
+            v, old = self.v.unsqueeze(0), self.v_seq
+            restart = (old is None or old.shape[1:] != v.shape[1:] or old.device != v.device
+                       or old.dtype != v.dtype)  # a new batch/device/dtype: as 2.x's host
+            self.v_seq = v if restart else torch.cat((old, v))
         return out
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

@@ -128,6 +128,7 @@ class NALIFNode(SpikegradNode):
         rescale: na.Rescale | None = None,
     ) -> None:
         tau = check_tau(tau)
+        v_threshold = check_number("v_threshold", v_threshold)  # named as the user passed it
         rule = na.NA(beta=1.0 - 1.0 / tau, threshold=v_threshold, tau_s=tau_s,
                      distance=distance, clamp=clamp, error=error,
                      reset=_mechanism(v_reset, type(self).__name__))
@@ -194,6 +195,7 @@ class HTDGLIFNode(SpikegradNode):
         if tau is not _UNSET:
             raise ValueError("HTDGLIFNode takes no tau (BrainCog's node ignores it); the paper "
                              "mode's leak is `decay` (0.9 by default), braincog mode has none")
+        v_threshold = check_number("v_threshold", v_threshold)  # named as the user passed it
         rule = bpsta.HTDGLIF(mode=mode, threshold=v_threshold, decay=decay, alpha=alpha, dt=dt)
         self._init_node(v_threshold=v_threshold, v_reset=0.0,
                         surrogate_function=surrogate.Sigmoid(), detach_reset=False,
@@ -221,6 +223,7 @@ class MultiStrengthIFNode(SpikegradNode):
         self, v_threshold: float = 1.0, step_mode: str = "s", backend: str = "torch",
         store_v_seq: bool = False, *, max_strength: int | None = None, detach_reset: bool = True,
     ) -> None:
+        v_threshold = check_number("v_threshold", v_threshold)  # named as the user passed it
         rule = multistrength.MultiStrength(
             threshold=v_threshold, max_strength=max_strength, detach_reset=detach_reset)
         self._init_node(v_threshold=v_threshold, v_reset=None,
