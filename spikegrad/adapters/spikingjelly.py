@@ -140,8 +140,9 @@ class SpikegradNode(neuron.BaseNode):
         for t in range(x_seq.shape[0]):
             out, *states = self._step(x_seq[t], *states)
             outs.append(out)
-            vs.append(states[0])
-        return torch.stack(outs), torch.stack(vs), tuple(states)
+            if self.store_v_seq:
+                vs.append(states[0])
+        return torch.stack(outs), (torch.stack(vs) if vs else None), tuple(states)
 
     def _on_reset(self) -> None:
         """Hook for nodes with windows (NA)."""

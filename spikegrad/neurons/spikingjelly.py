@@ -100,6 +100,23 @@ class ResetTermLIFNode(SpikegradNode):
         trace = reset_term.trace_step(trace, s, self.tau_s)
         return trace, v, trace
 
+    def _multi(self, x_seq, v, trace):  # noqa: ANN001, ANN202
+        beta = 1.0 - 1.0 / self.tau
+        if not reset_term.fused_applicable(self.surrogate_function, beta, self.v_threshold):
+            return super()._multi(x_seq, v, trace)
+        if self.decay_input:
+            x_seq = x_seq / self.tau
+        s, v_seq, _ = reset_term.SequenceFunction.apply(
+            x_seq, v, beta, self.v_threshold, self.surrogate_function, self.mechanism,
+            self.reset_grad_scale)
+        if self.tau_s is None:
+            return s, v_seq, (v_seq[-1], trace)
+        out = []
+        for t in range(s.shape[0]):
+            trace = reset_term.trace_step(trace, s[t], self.tau_s)
+            out.append(trace)
+        return torch.stack(out), v_seq, (v_seq[-1], trace)
+
 
 class NALIFNode(SpikegradNode):
     """LIF node trained with Neighborhood Aggregation; see :mod:`spikegrad.rules.na`.

@@ -39,10 +39,12 @@ All functions are time-major (``[T, B, *]``) or single-step (``[B, *]``), pure t
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
 from spikegrad._checks import check_choice, check_float_tensor, check_number, check_same
+from spikegrad.rules.surrogate import Surrogate, heaviside
 
 __all__ = [
     "MECHANISMS",
@@ -50,6 +52,8 @@ __all__ = [
     "step",
     "step_v",
     "forward",
+    "SequenceFunction",
+    "fused_applicable",
     "trace_step",
     "trace",
     "van_rossum_loss",
@@ -167,6 +171,61 @@ def step_v(
     s = spike_fn(u - threshold)
     v = reset(u, s, threshold=threshold, mechanism=mechanism, reset_grad_scale=reset_grad_scale)
     return s, u, v
+
+
+class SequenceFunction(torch.autograd.Function):
+    """:func:`forward` as one autograd node with the closed-form backward (fast path).
+
+    ``(c, v0) -> (s, v)``: spikes and post-reset states of the whole sequence for a spikegrad
+    :class:`~spikegrad.rules.surrogate.Surrogate` (it needs ``surrogate.derivative``); the
+    backward pass is the recursion of the module docstring, run once over time instead of
+    through one autograd node per operation. Same values and gradients as :func:`forward`.
+    """
+
+    @staticmethod
+    def forward(c: torch.Tensor, v0: torch.Tensor, beta: float, threshold: float,  # type: ignore[override]
+                spike_fn: Any, mechanism: str, reset_grad_scale: float):
+        v, spikes, states, potentials = v0, [], [], []
+        for t in range(c.shape[0]):
+            u = beta * v + c[t]
+            s = heaviside(u - threshold, inclusive=spike_fn.inclusive)
+            v = u * (1.0 - s) if mechanism == "zero" else u - threshold * s
+            spikes.append(s)
+            states.append(v)
+            potentials.append(u)
+        return torch.stack(spikes), torch.stack(states), torch.stack(potentials)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+        _, _, beta, threshold, spike_fn, mechanism, k = inputs
+        s, _, u = output
+        ctx.save_for_backward(s, u)
+        ctx.params = (beta, threshold, spike_fn, mechanism, k)
+        ctx.mark_non_differentiable(u)
+
+    @staticmethod
+    def backward(ctx: Any, g_s: torch.Tensor, g_v: torch.Tensor, _g_u: Any):  # type: ignore[override]
+        s, u = ctx.saved_tensors
+        beta, threshold, spike_fn, mechanism, k = ctx.params
+        dh = spike_fn.derivative(u - threshold)
+        if mechanism == "zero":
+            dv_du = (1.0 - s) - k * u * dh
+        else:
+            dv_du = 1.0 - k * threshold * dh
+        grad_c = torch.empty_like(u)
+        dv = torch.zeros_like(u[0])
+        for t in range(u.shape[0] - 1, -1, -1):
+            dv = dv + g_v[t]
+            du = g_s[t] * dh[t] + dv * dv_du[t]
+            grad_c[t] = du
+            dv = beta * du
+        return grad_c, dv, None, None, None, None, None
+
+
+def fused_applicable(spike_fn: Any, beta: Any, threshold: Any) -> bool:
+    """Whether :class:`SequenceFunction` can run: a spikegrad surrogate, constant parameters."""
+    return (isinstance(spike_fn, Surrogate) and spike_fn.spiking
+            and not isinstance(beta, torch.Tensor) and not isinstance(threshold, torch.Tensor))
 
 
 def trace_step(a_prev: torch.Tensor, s: torch.Tensor, tau_s: float) -> torch.Tensor:
