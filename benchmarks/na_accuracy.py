@@ -156,7 +156,7 @@ class PaperCNN(nn.Module):
 
 
 def input_trace(x: torch.Tensor, T: int, tau_s: float = TAU_S) -> torch.Tensor:
-    """``a_in[t] = (1 - 1/τs) a_in[t-1] + x/τs``, ``t < T``, from ``a_in[-1] = 0``: ``[T, *x]``."""
+    """``a_in[t] = (1 - 1/τs) a_in[t-1] + x/τs`` for ``t < T`` from zero; shape ``[T, *x]``."""
     a = torch.zeros_like(x)
     out = []
     for _ in range(T):
@@ -210,14 +210,21 @@ def evaluate(net: PaperCNN, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000
         correct += int((a_out.sum(0).argmax(1) == yb).sum())
         loss_sum += float(loss_fn(a_out, target_trace(yb, net.T))) * len(xb)
         r = [v * len(xb) for v in net.rates]
-        rates = r if rates is None else [p + q for p, q in zip(rates, r)]
+        rates = r if rates is None else [p + q for p, q in zip(rates, r, strict=True)]
     net.train()
     return 100.0 * correct / len(x), loss_sum / len(x), [v / len(x) for v in rates]
+
+
+def warm_up(rule: str, T: int) -> None:
+    """One untimed forward and backward (builds or loads the compiled NA kernel: ~40 s once)."""
+    net = PaperCNN(rule, T)
+    loss_fn(net(torch.rand(2, 1, 28, 28)), target_trace(torch.tensor([0, 1]), T)).backward()
 
 
 def run_rule(rule: str, data, args: argparse.Namespace, log=print) -> dict:
     """Train ``rule`` for ``args.epochs`` epochs; evaluate on the test set after each."""
     (x_train, y_train), (x_test, y_test) = data
+    warm_up(rule, args.T)
     torch.manual_seed(args.seed)
     net = PaperCNN(rule, args.T)
     opt, sched = make_optimiser(net, args.lr)
