@@ -202,23 +202,30 @@ class SequenceFunction(torch.autograd.Function):
         ctx.save_for_backward(s, u)
         ctx.params = (beta, threshold, spike_fn, mechanism, k)
         ctx.mark_non_differentiable(u)
+        ctx.set_materialize_grads(False)
 
     @staticmethod
-    def backward(ctx: Any, g_s: torch.Tensor, g_v: torch.Tensor, _g_u: Any):  # type: ignore[override]
+    def backward(ctx: Any, g_s: torch.Tensor | None, g_v: torch.Tensor | None, _g_u: Any):  # type: ignore[override]
         s, u = ctx.saved_tensors
         beta, threshold, spike_fn, mechanism, k = ctx.params
-        dh = spike_fn.derivative(u - threshold)
-        if mechanism == "zero":
-            dv_du = (1.0 - s) - k * u * dh
-        else:
-            dv_du = 1.0 - k * threshold * dh
         grad_c = torch.empty_like(u)
-        dv = torch.zeros_like(u[0])
+        dv = None  # dL/dv[t], accumulated from the future; one time step at a time (cache-sized)
         for t in range(u.shape[0] - 1, -1, -1):
-            dv = dv + g_v[t]
-            du = g_s[t] * dh[t] + dv * dv_du[t]
-            grad_c[t] = du
-            dv = beta * du
+            if g_v is not None:
+                dv = g_v[t] if dv is None else dv + g_v[t]
+            dh = spike_fn.derivative(u[t] - threshold)
+            du = grad_c[t]
+            if g_s is not None:
+                torch.mul(g_s[t], dh, out=du)
+            else:
+                du.zero_()
+            if dv is not None:
+                if mechanism == "zero":
+                    dv_du = (1.0 - s[t]).sub_(dh.mul_(u[t]), alpha=k)
+                else:
+                    dv_du = dh.mul_(-k * threshold).add_(1.0)
+                du.addcmul_(dv, dv_du)
+            dv = du * beta
         return grad_c, dv, None, None, None, None, None
 
 
