@@ -4,9 +4,10 @@ Two measurements, each forward + backward of one neuron layer (no synapses), med
 ``torch.utils.benchmark`` runs after warm-up:
 
 1. whole window: ``NALeaky.sequence`` (NA; the torch reference and, where it builds, the
-   compiled CPU kernel) vs spikegrad's reset-term neuron with the reset
-   detached (plain surrogate BPTT, ``reset_term.forward`` with ``reset_grad_scale=0``), batch
-   32, 4 096 neurons, T = 5 and 20;
+   compiled CPU kernel) vs spikegrad's reset-term neuron with the reset detached (plain
+   surrogate BPTT, its whole-sequence path ``reset_term.SequenceFunction`` with
+   ``reset_grad_scale=0``, as ``ResetTermLIFNode(detach_reset=True, step_mode="m")`` runs it,
+   which is faster than spikingjelly's own ``LIFNode``), batch 32, 4 096 neurons, T = 5, 20;
 2. per-step loop (``spk, mem = lif(cur, mem)`` T times): ``NALeaky`` vs ``snn.Leaky``, batch
    64, 1 000 neurons, T = 25.
 
@@ -47,10 +48,11 @@ def whole_window(T: int, batch: int, n: int, min_run_time: float, impl: str
         out, _ = na.NAFunction.apply(x, cfg, None)
         out.backward(g)
 
-    def run_bptt():
+    v0 = torch.zeros_like(c[0])
+
+    def run_bptt():  # what ResetTermLIFNode(detach_reset=True, step_mode="m") runs
         x = c.clone().requires_grad_()
-        s, _ = reset_term.forward(x, beta=0.8, threshold=1.0, spike_fn=spike_fn,
-                                  reset_grad_scale=0.0)
+        s, _, _ = reset_term.SequenceFunction.apply(x, v0, 0.8, 1.0, spike_fn, "zero", 0.0)
         reset_term.trace(s, 2.0).backward(g)
 
     return _time(run_na, min_run_time), _time(run_bptt, min_run_time)
