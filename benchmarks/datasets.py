@@ -128,3 +128,15 @@ def fashion_mnist(data_dir: str | os.PathLike | None = None, *, download: bool =
     train = FashionMNIST(str(loc.root), train=True, download=False, transform=tf)
     test = FashionMNIST(str(loc.root), train=False, download=False, transform=tf)
     return train, test, loc.source
+
+
+def fashion_mnist_tensors(data_dir: str | os.PathLike | None = None, *, download: bool = True):
+    """``((x_train, y_train), (x_test, y_test), source)``: images as float ``[N, 28, 28]`` in
+    ``[0, 1]`` and integer labels, straight from the dataset's tensors (no per-item transform).
+
+    Raises:
+        DatasetNotFound: with what to install or where to put the files.
+    """
+    train, test, source = fashion_mnist(data_dir, download=download)
+    data = tuple((ds.data.float().div(255.0), ds.targets.clone()) for ds in (train, test))
+    return data[0], data[1], source

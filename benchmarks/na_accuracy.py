@@ -69,7 +69,7 @@ except ImportError:  # pragma: no cover - tqdm is in the bench extra
         return it
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from datasets import DatasetNotFound, fashion_mnist  # noqa: E402
+from datasets import DatasetNotFound, fashion_mnist_tensors  # noqa: E402
 
 from spikegrad import neurons  # noqa: E402
 from spikegrad.rules import na as na_rule  # noqa: E402
@@ -333,18 +333,17 @@ def main(argv: list[str] | None = None) -> int:
                           *(sys.argv[1:] if argv is None else argv)])
     torch.set_num_threads(args.threads)
     try:
-        train, test, source = fashion_mnist(args.data_dir)
+        (x_train, y_train), (x_test, y_test), source = fashion_mnist_tensors(args.data_dir)
     except DatasetNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"Fashion-MNIST from {source}", flush=True)
-    x_train = train.data.float().div(255.0).unsqueeze(1)
-    y_train = train.targets.clone()
+    x_train, x_test = x_train.unsqueeze(1), x_test.unsqueeze(1)
     if args.train_subset is not None and args.train_subset < len(x_train):
         keep = torch.randperm(len(x_train), generator=torch.Generator().manual_seed(12345))
         keep = keep[:args.train_subset]
         x_train, y_train = x_train[keep], y_train[keep]
-    data = ((x_train, y_train), (test.data.float().div(255.0).unsqueeze(1), test.targets.clone()))
+    data = ((x_train, y_train), (x_test, y_test))
     t0 = time.perf_counter()
     rows = [run_rule(rule, data, args, log=lambda s: print(s, flush=True))
             for rule in args.rules]

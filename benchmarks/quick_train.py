@@ -47,7 +47,7 @@ except ImportError:  # pragma: no cover - tqdm is in the bench extra
 
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 import snntorch as snn  # noqa: E402
-from datasets import DatasetNotFound, fashion_mnist  # noqa: E402
+from datasets import DatasetNotFound, fashion_mnist_tensors  # noqa: E402
 
 from spikegrad import neurons  # noqa: E402
 from spikegrad.rules import ttfs  # noqa: E402
@@ -175,14 +175,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--steps, --batch-size and --T must be >= 1")
     torch.set_num_threads(args.threads)
     try:
-        train, test, source = fashion_mnist(args.data_dir)
+        *data, source = fashion_mnist_tensors(args.data_dir)
     except DatasetNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(f"Fashion-MNIST from {source}")
-    data = tuple(
-        (ds.data.float().div(255.0), ds.targets.clone()) for ds in (train, test)
-    )
     rows = [run_rule(rule, data, args) for rule in args.rules]
     print(f"\nseed-002 tutorial MLP 784-1000-10, T={args.T}, {args.steps} Adam steps of batch "
           f"{args.batch_size}, lr {args.lr}, seed {args.seed}, {args.threads} CPU threads")

@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from datasets import DatasetNotFound, fashion_mnist  # noqa: E402
-
+from datasets import DatasetNotFound, fashion_mnist_tensors  # noqa: E402
 from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
 
 from spikegrad import neurons  # noqa: E402
@@ -95,12 +94,11 @@ def main(argv: list[str] | None = None) -> int:
         p.error("--steps, --batch-size, --T and --channels must be >= 1")
     torch.set_num_threads(args.threads)
     try:
-        train, test, source = fashion_mnist(args.data_dir)
+        *data, source = fashion_mnist_tensors(args.data_dir)
     except DatasetNotFound as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    data = tuple((ds.data.float().div(255.0).unsqueeze(1), ds.targets.clone())
-                 for ds in (train, test))
+    data = tuple((x.unsqueeze(1), y) for x, y in data)  # [N, 1, 28, 28] for the convolutions
     rows = [run(name, data, args) for name in args.nodes]
     print(f"\nCSNN {spec(args.channels)} (spikingjelly {SPIKINGJELLY_VERSION}), Fashion-MNIST "
           f"from {source}, T={args.T}, {args.steps} Adam steps (lr {args.lr}) of batch "

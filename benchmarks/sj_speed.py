@@ -16,9 +16,8 @@ import argparse
 import platform
 
 import torch
-from torch.utils import benchmark
-
 from spikingjelly.activation_based import functional, neuron, surrogate
+from torch.utils import benchmark
 
 from spikegrad import neurons
 from spikegrad.adapters.spikingjelly import SPIKINGJELLY_VERSION
