@@ -56,6 +56,9 @@ def run(name: str, data, args: argparse.Namespace) -> dict[str, object]:
     net.train()
     start = time.perf_counter()
     for step in range(args.steps):
+        for m in net.modules():  # the BPSA/BPTA paper's warm-up: HTDGLIF nodes start as ReLU
+            if hasattr(m, "warm_up"):
+                m.warm_up = step < args.warm_up_steps
         idx = order[(step * args.batch_size) % len(order):][: args.batch_size]
         x_seq = x_train[idx].unsqueeze(0).expand(args.T, -1, -1, -1, -1)
         net.reset()
@@ -74,7 +77,7 @@ def run(name: str, data, args: argparse.Namespace) -> dict[str, object]:
             net.reset()
             x_seq = x_test[i : i + 500].unsqueeze(0).expand(args.T, -1, -1, -1, -1)
             correct += int((net(x_seq).mean(0).argmax(1) == y_test[i : i + 500]).sum())
-    return {"node": name, "loss": float(loss), "acc": 100.0 * correct / len(x_test),
+    return {"node": name, "loss": loss.item(), "acc": 100.0 * correct / len(x_test),
             "ms_per_step": 1000 * train_s / args.steps}
 
 
@@ -86,6 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--T", type=int, default=4)
     p.add_argument("--channels", type=int, default=32, help="the example uses 128")
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--warm-up-steps", type=int, default=0,
+                   help="steps during which HTDGLIF nodes output relu(x) (the paper's warm-up)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--data-dir", default=None)
@@ -102,7 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = [run(name, data, args) for name in args.nodes]
     print(f"\nCSNN {spec(args.channels)} (spikingjelly {SPIKINGJELLY_VERSION}), Fashion-MNIST "
           f"from {source}, T={args.T}, {args.steps} Adam steps (lr {args.lr}) of batch "
-          f"{args.batch_size}, seed {args.seed}, {args.threads} threads on "
+          f"{args.batch_size}, seed {args.seed}, {args.warm_up_steps} warm-up steps, "
+          f"{args.threads} threads on "
           f"{platform.machine()}; test accuracy on all 10 000 test images")
     print("| node (default-constructed) | final train loss | test acc % | ms/step |")
     print("|---|---|---|---|")
