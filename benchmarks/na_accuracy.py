@@ -156,13 +156,8 @@ class PaperCNN(nn.Module):
 
 
 def input_trace(x: torch.Tensor, T: int, tau_s: float = TAU_S) -> torch.Tensor:
-    """``a_in[t] = (1 - 1/τs) a_in[t-1] + x/τs`` for ``t < T`` from zero; shape ``[T, *x]``."""
-    a = torch.zeros_like(x)
-    out = []
-    for _ in range(T):
-        a = (1.0 - 1.0 / tau_s) * a + x / tau_s
-        out.append(a)
-    return torch.stack(out)
+    """The PSP trace of ``x`` repeated ``T`` times (the authors' direct input); ``[T, *x]``."""
+    return reset_term.trace(x.expand(T, *x.shape).contiguous(), tau_s)
 
 
 def target_trace(labels: torch.Tensor, T: int, n_class: int = 10) -> torch.Tensor:
