@@ -115,6 +115,7 @@ class SpikegradLeaky(snn.Leaky):
         # Swap the host's strong registry entry for a weak handle before validating, so that a
         # refused construction leaves nothing alive in ``snn.SpikingNeuron.instances``.
         self._state_names: list[str] = []
+        self._returned: dict[int, weakref.ref] = {}  # mems returned in this sequence (see forward)
         _register_handle(self)
         if reset_delay is not True:
             raise ValueError(
@@ -154,6 +155,8 @@ class SpikegradLeaky(snn.Leaky):
                     "`mem` should not be passed as an argument while `init_hidden=True`"
                 )
             check_float_tensor("mem", mem)
+            if self._state_names and mem is not self.mem:
+                self._check_not_shared(mem)
             self.mem = mem
         if self.mem.shape != input_.shape:
             self._zero_states(like=input_)
@@ -166,6 +169,10 @@ class SpikegradLeaky(snn.Leaky):
             if getattr(self, name).shape != input_.shape:
                 setattr(self, name, torch.zeros_like(input_))
         out, self.mem = self._step(input_, self.mem)
+        if self._state_names and not self.init_hidden:
+            if len(self._returned) > 4096:  # drop the guards of tensors that no longer exist
+                self._returned = {k: r for k, r in self._returned.items() if r() is not None}
+            self._returned[id(self.mem)] = weakref.ref(self.mem)
         if self.output or not self.init_hidden:
             return out, self.mem
         return out
@@ -173,8 +180,21 @@ class SpikegradLeaky(snn.Leaky):
     def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError  # pragma: no cover - abstract
 
+    def _check_not_shared(self, mem: torch.Tensor) -> None:
+        """A neuron with its own state (trace, NA window) serves one sequence at a time."""
+        ref = self._returned.get(id(mem))
+        if ref is not None and ref() is mem:
+            raise RuntimeError(
+                f"this {type(self).__name__} was given a mem it returned earlier in the current "
+                "sequence, not its latest one: one instance seems to serve two layers or two "
+                "sequences at once. Its trace / NA window belongs to the instance, so build one "
+                "neuron per layer (or start a new sequence with reset_mem())"
+            )
+
     def _zero_states(self, like: torch.Tensor | None = None) -> None:
         ref = self.mem if like is None else like
+        if like is None:  # an explicit reset; a lazy restart keeps the guard (see forward)
+            self._returned.clear()
         self.mem = torch.zeros_like(ref)
         for name in self._state_names:
             setattr(self, name, torch.zeros_like(ref if like is not None else getattr(self, name)))
@@ -198,6 +218,11 @@ class SpikegradLeaky(snn.Leaky):
         return self.reset_mem()
 
     # --- persistence --------------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_returned"] = {}  # weak references do not pickle; they only guard one sequence
+        return state
+
     def __setstate__(self, state: dict[str, Any]) -> None:
         super().__setstate__(state)
         _register_handle(self)  # a loaded or deep-copied neuron joins the host registry too
