@@ -86,3 +86,25 @@ def check_number(
         op = "<=" if high_inclusive else "<"
         raise ValueError(f"{name} must be {op} {high}, got {v}")
     return v
+
+
+def check_parameter(name: str, value: Any, *, positive: bool = False, unit: bool = False) -> None:
+    """Check a hyperparameter that may be a number or a (learnable) tensor of any shape.
+
+    Args:
+        positive: every element must be > 0.
+        unit: every element must lie in ``[0, 1]``.
+    """
+    if not isinstance(value, torch.Tensor):
+        check_number(name, value, positive=positive, low=0.0 if unit else None,
+                     high=1.0 if unit else None)
+        return
+    if not value.is_floating_point():
+        raise TypeError(f"{name} must be a floating-point tensor, got dtype {value.dtype}")
+    v = value.detach()
+    if not torch.isfinite(v).all():
+        raise ValueError(f"{name} must be finite, got {v}")
+    if positive and (v <= 0).any():
+        raise ValueError(f"{name} must be > 0, got {v}")
+    if unit and ((v < 0) | (v > 1)).any():
+        raise ValueError(f"{name} must lie in [0, 1], got {v}")

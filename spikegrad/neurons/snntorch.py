@@ -11,7 +11,7 @@ from typing import Any
 
 import torch
 
-from spikegrad._checks import check_choice, check_number
+from spikegrad._checks import check_choice, check_number, check_parameter
 from spikegrad.adapters.snntorch import SpikegradLeaky
 from spikegrad.rules import bpsta, multistrength, reset_term, surrogate
 
@@ -87,6 +87,8 @@ class ResetTermLeaky(SpikegradLeaky):
         reset_grad_scale: float = 1.0,
         tau_s: float | None = None,
     ) -> None:
+        check_parameter("beta", beta, unit=True)  # snntorch would clamp silently
+        check_parameter("threshold", threshold, positive=True)
         check_choice("reset_mechanism", reset_mechanism, reset_term.MECHANISMS)
         check_choice("reset_grad", reset_grad, ("full", "detach"))
         scale = check_number("reset_grad_scale", reset_grad_scale)

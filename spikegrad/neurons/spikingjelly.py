@@ -71,8 +71,9 @@ class ResetTermLIFNode(SpikegradNode):
         reset_grad_scale: float = 1.0, tau_s: float | None = None,
     ) -> None:
         tau = check_tau(tau)
+        check_number("v_threshold", v_threshold, positive=True)
         mechanism = _mechanism(v_reset, type(self).__name__)
-        scale = float(reset_grad_scale)
+        scale = check_number("reset_grad_scale", reset_grad_scale)
         if detach_reset and scale != 1.0:
             raise ValueError("reset_grad_scale applies to detach_reset=False only; leave it at "
                              "1.0 with detach_reset=True")
