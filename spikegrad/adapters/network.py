@@ -27,6 +27,8 @@ all in step mode ``"m"``; state (and dropout masks) carry over between calls unt
 from __future__ import annotations
 
 import math
+import numbers
+import operator
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, fields
@@ -415,13 +417,23 @@ def build_network(
     """
     check_choice("host", host, HOSTS)
     check_choice("pooling", pooling, POOLINGS)
-    if not callable(neuron):
-        raise TypeError(f"neuron must be a callable returning a neuron, got {type(neuron)}")
+    if isinstance(neuron, nn.Module) or not callable(neuron):
+        raise TypeError(
+            f"neuron must be a factory that builds one neuron per call (e.g. the class, or "
+            f"lambda: NALeaky(beta=0.8)), got {type(neuron).__name__} "
+            f"{'instance' if isinstance(neuron, nn.Module) else 'object'}"
+        )
     text = resolve(spec)
     layers = parse_spec(text)
-    shape = tuple(in_shape)
-    if not shape or not all(isinstance(s, int) and s >= 1 for s in shape):
-        raise ValueError(f"in_shape must be a tuple of positive ints, got {in_shape!r}")
+    try:
+        shape = tuple(operator.index(s) for s in (
+            (in_shape,) if isinstance(in_shape, numbers.Integral) else in_shape))
+    except TypeError:
+        shape = ()
+    if not shape or not all(s >= 1 for s in shape):
+        raise ValueError(f"in_shape must be a positive int or a tuple of positive ints, "
+                         f"got {in_shape!r}")
+    sample_shape = shape
     if isinstance(layers[0], Input):
         if math.prod(shape) != layers[0].features:
             raise _bad(text, layers[0].token, f"the input size must equal the size of "
@@ -471,7 +483,7 @@ def build_network(
         modules[i] = _check_neuron(neuron(), host, built)
         built.append(modules[i])
     cls = SpikingNetwork if host == "snntorch" else _sj_network_class()
-    net = cls(modules, positions, spec=text, host=host, in_shape=tuple(in_shape))
+    net = cls(modules, positions, spec=text, host=host, in_shape=sample_shape)
     if host == "spikingjelly":
         from spikingjelly.activation_based import functional
 

@@ -220,6 +220,12 @@ class HTDGLIFNode(SpikegradNode):
                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
         self.rule_cfg, self.warm_up = rule, bool(warm_up)
 
+    def extra_repr(self) -> str:
+        r = self.rule_cfg
+        return (f"v_threshold={r.threshold}, mode={r.mode!r}, decay={r.decay}, alpha={r.alpha}, "
+                f"dt={r.dt}, warm_up={self.warm_up}, step_mode={self.step_mode}, "
+                f"backend={self.backend}")
+
     def _step(self, x, v):  # noqa: ANN001, ANN202
         if self.warm_up:
             return torch.relu(x), v
@@ -248,6 +254,12 @@ class MultiStrengthIFNode(SpikegradNode):
                         surrogate_function=surrogate.Sigmoid(), detach_reset=detach_reset,
                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
         self.rule_cfg = rule
+
+    def extra_repr(self) -> str:
+        r = self.rule_cfg
+        return (f"v_threshold={r.threshold}, max_strength={r.max_strength}, "
+                f"detach_reset={r.detach_reset}, step_mode={self.step_mode}, "
+                f"backend={self.backend}")
 
     def _step(self, x, v):  # noqa: ANN001, ANN202
         theta, v = multistrength.step(x, v, self.rule_cfg)

@@ -133,7 +133,8 @@ def step(
         ``(s[t], u[t], a[t])``.
     """
     if _use_cpp(cfg, c) and c.is_contiguous() and u_prev.is_contiguous() and (
-            a_prev.is_contiguous() and c.shape == u_prev.shape == a_prev.shape):
+            a_prev.is_contiguous() and c.shape == u_prev.shape == a_prev.shape
+            and c.dtype == u_prev.dtype == a_prev.dtype):
         return tuple(na_cpu.load().na_step(c, u_prev, a_prev, *_cpp_dynamics(cfg)))
     v_prev = cfg.after_reset(u_prev, u_prev > cfg.threshold)
     u = cfg.beta * v_prev + c

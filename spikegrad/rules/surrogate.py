@@ -155,6 +155,7 @@ def _warn_host_fallback() -> None:
     warnings.warn(
         "spikingjelly 2.x fuses only its own surrogates: a neuron of spikingjelly's given a "
         "spikegrad surrogate runs its per-step reference loop (slower on GPU; same values). "
+        "spikegrad's surrogates fire at x > 0 unless inclusive=True (spikingjelly: x >= 0). "
         "spikegrad's own spikingjelly nodes are not affected.",
         RuntimeWarning, stacklevel=3,
     )

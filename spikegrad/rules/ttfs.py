@@ -91,11 +91,14 @@ class _SpikeTimes(torch.autograd.Function):
                 slots.append(score.amax(0, keepdim=True))
             best = torch.cat(slots)
         best = torch.rsub(best, steps).clamp_max_(steps - 1)  # silent: T - 0 -> T-1
+        nan = torch.isnan(spk_rec).any(0)  # a NaN record has no spike time: NaN, never "silent"
+        best = best.masked_fill(nan, float("nan"))
         return best if work == dtype else best.to(dtype)
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
-        ctx.save_for_backward(output.long())  # not the output itself: callers may edit it in place
+        steps = inputs[0].size(0)  # (NaN times get a valid index; their gradient is NaN anyway)
+        ctx.save_for_backward(output.nan_to_num(steps - 1).long())  # a copy: callers may edit
         ctx.shape = inputs[0].shape
         ctx.single = inputs[1] is None
 

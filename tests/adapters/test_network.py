@@ -376,3 +376,17 @@ def test_spikingjelly_network_pickles():
     assert isinstance(twin_net, SpikingNetwork) and type(twin_net) is type(net)
     twin_net.reset()
     assert torch.equal(twin_net(x), y)
+
+
+def test_neuron_instance_instead_of_factory_and_int_in_shape():
+    from spikegrad import neurons
+
+    with pytest.raises(TypeError, match="factory"):
+        build_network("tutorial-mlp", host="snntorch",
+                              neuron=neurons.NALeaky(beta=0.8), in_shape=(784,))
+    net = build_network("tutorial-mlp", host="snntorch",
+                                neuron=lambda: neurons.NALeaky(beta=0.8), in_shape=784)
+    assert net.in_shape == (784,)
+    with pytest.raises(ValueError, match="in_shape"):
+        build_network("tutorial-mlp", host="snntorch",
+                              neuron=lambda: neurons.NALeaky(beta=0.8), in_shape="784")

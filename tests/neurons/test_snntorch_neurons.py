@@ -525,3 +525,23 @@ def test_drop_in_tutorial_network_trains(make_neuron):
             assert layer.weight.grad.abs().sum() > 0
         optimizer.step()
     assert not torch.equal(net.fc1.weight, w1_before)
+
+
+@pytest.mark.parametrize("kwargs, name", [
+    (dict(beta=0.9, threshold=float("nan")), "threshold"),
+    (dict(beta=0.9, threshold=-1.0), "threshold"),
+    (dict(beta=1.5), "beta"),
+    (dict(beta=-0.5), "beta"),
+    (dict(beta=torch.tensor([0.5, 1.2]), learn_beta=True), "beta"),
+])
+def test_reset_term_leaky_checks_its_parameters(kwargs, name):
+    """Like the other neurons (review finding): no silent clamping, no NaN thresholds."""
+    with pytest.raises(ValueError, match=name):
+        ResetTermLeaky(**kwargs)
+
+
+def test_na_leaky_mem_of_another_dtype_promotes_like_the_other_neurons():
+    from spikegrad.neurons import NALeaky
+
+    out, mem = NALeaky(beta=0.8)(torch.ones(2, 3), torch.zeros(2, 3, dtype=torch.float64))
+    assert mem.dtype == torch.float64 and out.shape == (2, 3)

@@ -427,3 +427,16 @@ def test_output_may_be_edited_in_place():
     t /= T
     t.sum().backward()
     torch.testing.assert_close(x.grad.sum(), torch.tensor(-B * N / T))
+
+
+def test_nan_spike_record_gives_nan_not_a_silent_neuron():
+    """A NaN upstream must not look like a healthy, silent neuron (review finding)."""
+    spk = torch.zeros(10, 4, 3)
+    spk[2, 0, 0] = 1.0
+    spk[:, 1, 1] = float("nan")
+    spk.requires_grad_()
+    times = ttfs.first_spike_time(spk)
+    assert torch.isnan(times[1, 1]) and times[0, 0] == 2 and times[1, 0] == 9
+    loss = ttfs.ce_temporal_loss()(spk, torch.tensor([0, 2, 1, 2]))
+    assert torch.isnan(loss)
+    loss.backward()  # no crash on the NaN entry's index
