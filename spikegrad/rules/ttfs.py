@@ -91,7 +91,7 @@ class _SpikeTimes(torch.autograd.Function):
                 slots.append(score.amax(0, keepdim=True))
             best = torch.cat(slots)
         best = torch.rsub(best, steps).clamp_max_(steps - 1)  # silent: T - 0 -> T-1
-        nan = torch.isnan(spk_rec).any(0)  # a NaN record has no spike time: NaN, never "silent"
+        nan = torch.isnan(spk_rec.sum(0))  # a NaN record has no spike time: NaN, never "silent"
         best = best.masked_fill(nan, float("nan"))
         return best if work == dtype else best.to(dtype)
 
@@ -244,6 +244,12 @@ def _time_or_times(name: str, value: Any, multi: bool) -> float | tuple[float, .
     return tuple(check_number(f"{name}[{i}]", v) for i, v in enumerate(value))
 
 
+def _flat(on: Any, off: Any, steps: int) -> list[float]:
+    """The on/off target times (numbers or sequences), negative ones read as ``T + value``."""
+    values = [v for x in (on, off) for v in (x if isinstance(x, Sequence) else (x,))]
+    return [float(v) + steps if v < 0 else float(v) for v in values]
+
+
 @dataclass(frozen=True, eq=False)
 class mse_temporal_loss:  # noqa: N801 - snntorch's name
     """Mean squared error between spike times and target times; a drop-in for snntorch's.
@@ -333,6 +339,16 @@ class mse_temporal_loss:  # noqa: N801 - snntorch's name
     def __call__(self, spk_rec: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         steps = _check_record(spk_rec).size(0)
         target, labels = self._target_times(spk_rec, targets)
+        # label targets: check the few on/off values in Python; given times: one reduction
+        lo, hi = ((min(_flat(self.on_target, self.off_target, steps)),
+                   max(_flat(self.on_target, self.off_target, steps)))
+                  if labels is not None else map(float, torch.aminmax(target.detach())))
+        if lo < 0 or hi >= steps:
+            raise ValueError(
+                f"target spike times must lie in [0, T) = [0, {steps}) after negative "
+                f"times are read as T + value; got [{lo:g}, {hi:g}] (from targets, on_target "
+                "or off_target): a neuron can never spike there"
+            )
         times = _SpikeTimes.apply(spk_rec, target.size(0) if self.multi_spike else None)
         target = target.expand_as(times)
         if self.tolerance > 0:  # within tolerance: no cost and (as in snntorch) no gradient

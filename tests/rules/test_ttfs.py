@@ -440,3 +440,15 @@ def test_nan_spike_record_gives_nan_not_a_silent_neuron():
     loss = ttfs.ce_temporal_loss()(spk, torch.tensor([0, 2, 1, 2]))
     assert torch.isnan(loss)
     loss.backward()  # no crash on the NaN entry's index
+
+
+@pytest.mark.parametrize("make, targets", [
+    (lambda: ttfs.mse_temporal_loss(target_is_time=True), torch.full((4, 3), 50.0)),
+    (lambda: ttfs.mse_temporal_loss(on_target=100), torch.tensor([0, 2, 1, 2])),
+    (lambda: ttfs.mse_temporal_loss(off_target=-11), torch.tensor([0, 2, 1, 2])),
+])
+def test_unreachable_target_times_raise(make, targets):
+    """With T = 10 a neuron can only spike at steps 0..9 (review finding)."""
+    spk = (torch.rand(10, 4, 3, generator=torch.Generator().manual_seed(0)) > 0.7).float()
+    with pytest.raises(ValueError, match=r"\[0, T\)"):
+        make()(spk, targets)
