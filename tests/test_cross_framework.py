@@ -112,6 +112,25 @@ def beta_of(tau: float) -> torch.Tensor:
     return torch.tensor(1.0 - 1.0 / tau, dtype=F64)
 
 
+def assert_twins_match(node, twin, x, *, v_reset, tau_s, seed):
+    """Same outputs, the host's post-reset ``v`` from the twin's pre-reset ``mem``, same
+    input gradients for a random upstream gradient."""
+    out_sj, v_sj = run_sj(node, x)
+    out_st, u_st = run_snn(twin, x)
+    assert_off_threshold(u_st, 1.0)
+    spk = (u_st > 1.0).to(F64)
+    assert_meaningful(spk)
+    if tau_s is None:
+        assert torch.equal(out_sj, out_st)
+    torch.testing.assert_close(out_sj, out_st, **TIGHT)
+    post = u_st * (1 - spk) if v_reset == 0.0 else u_st - spk
+    torch.testing.assert_close(v_sj, post.detach(), **TIGHT)
+    g = randn_like(out_sj, seed)
+    g_sj, g_st = input_grad(x, out_sj, g), input_grad(x, out_st, g)
+    assert g_st.abs().sum() > 0
+    torch.testing.assert_close(g_sj, g_st, **TIGHT)
+
+
 # =================================================================================================
 # 1. ResetTermLIFNode <-> ResetTermLeaky
 # =================================================================================================
@@ -132,21 +151,7 @@ def test_reset_term_node_equals_twin(tau, detach, v_reset, tau_s, mode):
     beta = 1 - 1 / tau if tau == 4.0 else beta_of(tau)
     twin = ResetTermLeaky(beta, reset_grad="detach" if detach else "full",
                           reset_mechanism="zero" if v_reset == 0.0 else "subtract", tau_s=tau_s)
-    x = currents(seed=1)
-    out_sj, v_sj = run_sj(node, x)
-    out_st, u_st = run_snn(twin, x)
-    assert_off_threshold(u_st, 1.0)
-    spk = (u_st > 1.0).to(F64)
-    assert_meaningful(spk)
-    if tau_s is None:
-        assert torch.equal(out_sj, out_st)
-    torch.testing.assert_close(out_sj, out_st, **TIGHT)
-    post = u_st * (1 - spk) if v_reset == 0.0 else u_st - spk
-    torch.testing.assert_close(v_sj, post.detach(), **TIGHT)
-    g = randn_like(out_sj, 2)
-    g_sj, g_st = input_grad(x, out_sj, g), input_grad(x, out_st, g)
-    assert g_st.abs().sum() > 0
-    torch.testing.assert_close(g_sj, g_st, **TIGHT)
+    assert_twins_match(node, twin, currents(seed=1), v_reset=v_reset, tau_s=tau_s, seed=2)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -189,21 +194,7 @@ def test_na_node_equals_twin(tau_s, v_reset, mode):
     node = NALIFNode(tau=5.0, v_reset=v_reset, tau_s=tau_s, step_mode=mode)
     twin = NALeaky(beta=0.8, tau_s=tau_s, reset_mechanism="zero" if v_reset == 0.0 else "subtract")
     assert node.rule == twin.rule  # 1 - 1/5 == 0.8 exactly; the same rule object
-    x = currents(seed=5)
-    out_sj, v_sj = run_sj(node, x)
-    out_st, u_st = run_snn(twin, x)
-    assert_off_threshold(u_st, 1.0)
-    spk = (u_st > 1.0).to(F64)
-    assert_meaningful(spk)
-    if tau_s is None:
-        assert torch.equal(out_sj, out_st)
-    torch.testing.assert_close(out_sj, out_st, **TIGHT)
-    post = u_st * (1 - spk) if v_reset == 0.0 else u_st - spk
-    torch.testing.assert_close(v_sj, post.detach(), **TIGHT)
-    g = randn_like(out_sj, 6)
-    g_sj, g_st = input_grad(x, out_sj, g), input_grad(x, out_st, g)
-    assert g_st.abs().sum() > 0
-    torch.testing.assert_close(g_sj, g_st, **TIGHT)
+    assert_twins_match(node, twin, currents(seed=5), v_reset=v_reset, tau_s=tau_s, seed=6)
 
 
 @pytest.mark.parametrize("mode", MODES)

@@ -128,6 +128,15 @@ class SpikegradNode(neuron.BaseNode):
             check_choice("backend", value, BACKENDS)
             self._sg_backend = value
 
+    # --- spikingjelly's LIF parameters as a rule's ---------------------------------------------
+    def _set_lif(self, tau: float, decay_input: bool) -> None:
+        """``tau`` -> leak ``1 - 1/tau``; ``decay_input`` -> the input is scaled by ``1/tau``."""
+        self.tau, self.decay_input = tau, bool(decay_input)
+        self.leak = 1.0 - 1.0 / tau
+
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        return x / self.tau if self.decay_input else x
+
     # --- the rule, provided by subclasses -----------------------------------------------------
     def _step(self, x: torch.Tensor, v: torch.Tensor, *extra: torch.Tensor
               ) -> tuple[torch.Tensor, ...]:

@@ -83,16 +83,14 @@ class ResetTermLIFNode(SpikegradNode):
                         surrogate_function=_host_surrogate(surrogate_function),
                         detach_reset=detach_reset, step_mode=step_mode, backend=backend,
                         store_v_seq=store_v_seq)
-        self.tau, self.decay_input = tau, bool(decay_input)
+        self._set_lif(tau, decay_input)
         self.mechanism = mechanism
         self.reset_grad_scale = 0.0 if detach_reset else scale
         self.tau_s = None if tau_s is None else check_number("tau_s", tau_s, low=1.0)
 
     def _step(self, x, v, trace):  # noqa: ANN001, ANN202
-        if self.decay_input:
-            x = x / self.tau
         s, _, v = reset_term.step_v(
-            x, v, beta=1.0 - 1.0 / self.tau, threshold=self.v_threshold,
+            self._input(x), v, beta=self.leak, threshold=self.v_threshold,
             spike_fn=self.surrogate_function, mechanism=self.mechanism,
             reset_grad_scale=self.reset_grad_scale,
         )
@@ -102,21 +100,15 @@ class ResetTermLIFNode(SpikegradNode):
         return trace, v, trace
 
     def _multi(self, x_seq, v, trace):  # noqa: ANN001, ANN202
-        beta = 1.0 - 1.0 / self.tau
-        if not reset_term.fused_applicable(self.surrogate_function, beta, self.v_threshold):
+        if not reset_term.fused_applicable(self.surrogate_function, self.leak, self.v_threshold):
             return super()._multi(x_seq, v, trace)
-        if self.decay_input:
-            x_seq = x_seq / self.tau
         s, v_seq, _ = reset_term.SequenceFunction.apply(
-            x_seq, v, beta, self.v_threshold, self.surrogate_function, self.mechanism,
-            self.reset_grad_scale)
+            self._input(x_seq), v, self.leak, self.v_threshold, self.surrogate_function,
+            self.mechanism, self.reset_grad_scale)
         if self.tau_s is None:
             return s, v_seq, (v_seq[-1], trace)
-        out = []
-        for t in range(s.shape[0]):
-            trace = reset_term.trace_step(trace, s[t], self.tau_s)
-            out.append(trace)
-        return torch.stack(out), v_seq, (v_seq[-1], trace)
+        out = reset_term.trace(s, self.tau_s, a0=trace)
+        return out, v_seq, (v_seq[-1], out[-1])
 
 
 class NALIFNode(SpikegradNode):
@@ -156,15 +148,15 @@ class NALIFNode(SpikegradNode):
         self._init_node(v_threshold=v_threshold, v_reset=v_reset,
                         surrogate_function=surrogate.Sigmoid(), detach_reset=False,
                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
-        self.tau, self.decay_input, self.rule, self.rescale = tau, bool(decay_input), rule, rescale
+        self._set_lif(tau, decay_input)
+        self.rule, self.rescale = rule, rescale
         self._window: Window | None = None
 
     def _post_reset(self, u: torch.Tensor) -> torch.Tensor:
         return self.rule.after_reset(u, u > self.rule.threshold)
 
     def _step(self, x, v, u, trace):  # noqa: ANN001, ANN202
-        if self.decay_input:
-            x = x / self.tau
+        x = self._input(x)
         window = None
         if torch.is_grad_enabled() and x.requires_grad:
             if self.rescale is not None:
@@ -178,9 +170,7 @@ class NALIFNode(SpikegradNode):
         return out, self._post_reset(u).detach(), u, trace
 
     def _multi(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
-        if self.decay_input:
-            x_seq = x_seq / self.tau
-        out, u_seq = na.NAFunction.apply(x_seq, self.rule, self.rescale, u.detach(),
+        out, u_seq = na.NAFunction.apply(self._input(x_seq), self.rule, self.rescale, u.detach(),
                                          trace.detach())
         v_seq = self._post_reset(u_seq.detach())
         last = out[-1].detach() if self.rule.tau_s is not None else torch.zeros_like(u)

@@ -240,15 +240,16 @@ def trace_step(a_prev: torch.Tensor, s: torch.Tensor, tau_s: float) -> torch.Ten
     return (1.0 - 1.0 / tau_s) * a_prev + s / tau_s
 
 
-def trace(s: torch.Tensor, tau_s: float = 2.0) -> torch.Tensor:
-    """The synaptic trace ``ε * s`` of a spike train (zero initial trace).
+def trace(s: torch.Tensor, tau_s: float = 2.0, *, a0: torch.Tensor | None = None
+          ) -> torch.Tensor:
+    """The synaptic trace ``ε * s`` of a spike train (from ``a0``, zero by default).
 
     Shape:
-        s: ``[T, B, *]``; output: the same.
+        s: ``[T, B, *]``; a0: ``[B, *]``; output: ``[T, B, *]``.
     """
     check_float_tensor("s", s, min_dim=1)
     tau_s = check_number("tau_s", tau_s, low=1.0)
-    a = torch.zeros_like(s[0])
+    a = torch.zeros_like(s[0]) if a0 is None else a0
     out = []
     for t in range(s.shape[0]):
         a = trace_step(a, s[t], tau_s)
