@@ -26,11 +26,12 @@ all in step mode ``"m"``; state (and dropout masks) carry over between calls unt
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any, Literal, Union
 
@@ -42,7 +43,7 @@ from spikegrad._checks import check_choice, check_float_tensor
 
 __all__ = ["PRESETS", "Input", "Conv", "Pool", "BatchNorm", "Dropout", "Linear", "LayerSpec",
            "parse_spec", "resolve", "build_network", "copy_parameters", "SpikingNetwork",
-           "SumPool2d", "TimeSharedDropout"]
+           "SumPool2d", "TimeSharedDropout", "run_neuron"]
 
 Host = Literal["snntorch", "spikingjelly"]
 HOSTS = ("snntorch", "spikingjelly")
@@ -278,6 +279,7 @@ class SpikingNetwork(nn.Sequential):
         self.host = host
         self.in_shape = in_shape
         self._neurons = neurons
+        self._observer: Callable[[int, nn.Module, torch.Tensor], None] | None = None
 
     def neurons(self) -> list[nn.Module]:
         """The spiking neurons, one per convolution and linear layer, in order."""
@@ -287,6 +289,21 @@ class SpikingNetwork(nn.Sequential):
         """The convolution, batch norm and linear layers, in order."""
         return [m for i, m in enumerate(self) if i not in self._neurons
                 and isinstance(m, _SYNAPSES)]
+
+    @contextlib.contextmanager
+    def observing(self, observer: Callable[[int, nn.Module, torch.Tensor], None]
+                  ) -> Iterator[None]:
+        """Within the block, every forward calls ``observer(k, neuron, out)`` after the
+        ``k``-th neuron layer, ``out`` its first output ``[T, B, *]`` (spikes, trace or
+        strengths), detached. For records (spike counts); it changes nothing in the network.
+        """
+        if not callable(observer):
+            raise TypeError(f"observer must be callable, got {type(observer).__name__}")
+        previous, self._observer = self._observer, observer
+        try:
+            yield
+        finally:
+            self._observer = previous
 
     def reset(self) -> None:
         """Reset every neuron's state (snntorch: ``reset_mem()``; spikingjelly: the state of
@@ -311,19 +328,31 @@ class SpikingNetwork(nn.Sequential):
                 x = m(x)
                 x = x[0] if isinstance(x, tuple) else x
             elif i in self._neurons:
-                x = _snntorch_loop(m, x)
+                x = run_neuron(m, x)
             elif isinstance(m, TimeSharedDropout):
                 x = m(x)
             else:
                 x = m(x.flatten(0, 1)).unflatten(0, (T, B))
+            if self._observer is not None and i in self._neurons:
+                self._observer(self._neurons.index(i), m, x.detach())
         return x
 
     def extra_repr(self) -> str:
         return f"spec={self.spec!r}, host={self.host!r}, in_shape={self.in_shape}"
 
 
-def _snntorch_loop(lif: nn.Module, cur: torch.Tensor) -> torch.Tensor:
-    """snntorch's per-step loop from rest; returns the stacked first outputs."""
+def run_neuron(lif: nn.Module, cur: torch.Tensor) -> torch.Tensor:
+    """Run one neuron over ``cur [T, B, *]`` from rest as its host does, returning its first
+    output at every step ``[T, B, *]``: snntorch's per-step loop (``spk, mem = lif(cur[t],
+    mem)``, or ``lif(cur[t])`` with ``init_hidden=True``); a spikingjelly node in step mode
+    ``"m"`` in one call (its state is reset first)."""
+    if hasattr(lif, "step_mode"):
+        if lif.step_mode != "m":
+            raise ValueError(f"a spikingjelly node must be in step_mode 'm' here, got "
+                             f"{lif.step_mode!r} (functional.set_step_mode(node, 'm'))")
+        lif.reset()
+        y = lif(cur)
+        return y[0] if isinstance(y, tuple) else y
     out = []
     if getattr(lif, "init_hidden", False):
         lif.reset_mem()

@@ -53,6 +53,7 @@ __all__ = [
     "step_v",
     "forward",
     "SequenceFunction",
+    "spikes_from_trace",
     "fused_applicable",
     "trace_step",
     "trace",
@@ -255,6 +256,21 @@ def trace(s: torch.Tensor, tau_s: float = 2.0, *, a0: torch.Tensor | None = None
         a = trace_step(a, s[t], tau_s)
         out.append(a)
     return torch.stack(out)
+
+
+def spikes_from_trace(a: torch.Tensor, tau_s: float = 2.0) -> torch.Tensor:
+    """Invert :func:`trace` from rest: ``s[t] = τs (a[t] - (1 - 1/τs) a[t-1])``, ``a[-1] = 0``.
+
+    For reading the spikes back from a layer whose output is its trace (records, spike
+    counts); no gradient is meant to flow through it.
+
+    Shape:
+        a: ``[T, B, *]``; output: ``[T, B, *]``.
+    """
+    check_float_tensor("a", a, min_dim=1)
+    tau_s = check_number("tau_s", tau_s, low=1.0)
+    prev = torch.cat([torch.zeros_like(a[:1]), a[:-1]])
+    return tau_s * (a - (1.0 - 1.0 / tau_s) * prev)
 
 
 def van_rossum_loss(

@@ -53,7 +53,8 @@ def test_explicit_dir_is_used_first_and_loads_exact_pixels(tmp_path, gz):
     train, test, source = datasets.fashion_mnist(tmp_path / "mine", download=False)
     assert source.startswith("--data-dir")
     assert len(train) == 12 and len(test) == 5
-    assert torch.equal(train.data, torch.from_numpy(arrays["train-images-idx3-ubyte"]).to(torch.uint8))
+    expected = torch.from_numpy(arrays["train-images-idx3-ubyte"]).to(torch.uint8)
+    assert torch.equal(train.data, expected)
     assert torch.equal(test.targets, torch.from_numpy(arrays["t10k-labels-idx1-ubyte"]).long())
 
 

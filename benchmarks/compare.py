@@ -1,0 +1,225 @@
+"""Compare every gradient rule in snntorch and spikingjelly: accuracy and cost, CPU and GPU.
+
+Train mode (default) trains the ``--arch`` network on ``--dataset`` once per (framework, rule,
+recipe, seed) and records, per epoch: test accuracy (and the best so far), train time per
+epoch and the median forward / backward / optimiser time per step, peak GPU memory, the spike
+rate of every neuron layer and NeuroBench's effective synaptic operations (ACs for spike
+inputs, MACs for analog ones, per sample), which implementation ran and why. Speed mode times
+one neuron layer and a Linear + neuron training step per rule against the host's native LIF
+over T in {4, 8, 16, 32} and layer sizes up to the Open Neuromorphic workload (GPU only).
+
+Rules: ``baseline`` (the host's own LIF and surrogate), ``reset-term``, ``na``, ``bpsa-bpta``,
+``ttfs``, ``multi-strength``; each trained by its paper's recipe (``--recipe paper``) or one
+common recipe for all (``--recipe common``); see ``benchmarks/suite/recipes.py``.
+
+Output in ``--out``: ``results.jsonl`` (one JSON object per measurement), ``summary.md`` (a
+table per framework and a cross-framework table, also printed), ``accuracy.png``,
+``cost.png`` (train mode) and ``speed.png`` (speed mode), and ``checkpoints/``. Rerunning the
+same command skips finished measurements and resumes an interrupted training from its last
+completed epoch; a failed configuration is recorded with its error and the others go on.
+Data-parallel: ``torchrun --nproc_per_node N benchmarks/compare.py ...`` (gloo on CPU, NCCL on
+GPU; rank 0 writes the results).
+
+Examples::
+
+    python benchmarks/compare.py --quick                       # a few minutes on 2 CPU cores
+    python benchmarks/compare.py --framework spikingjelly --epochs 3
+    python benchmarks/compare.py --rules baseline na --recipe paper common --seed 0 1 2
+    python benchmarks/compare.py --mode speed --device cuda
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from datasets import DATASETS, DatasetNotFound, load_dataset  # noqa: E402
+from suite import metrics, plots, recipes, speed, train  # noqa: E402
+from suite.store import CorruptResults, Store, atomic_write, summary  # noqa: E402
+
+from spikegrad.adapters.network import PRESETS  # noqa: E402
+
+#: what ``--quick`` sets (unless given explicitly): a few minutes on 2 CPU cores.
+QUICK = {"epochs": 1, "train_subset": 4096, "test_subset": 1000, "min_run_time": 0.05}
+DEFAULTS = {"epochs": 2, "train_subset": None, "test_subset": None, "min_run_time": 0.5}
+INSTALL = {"snntorch": 'pip install "snntorch>=0.9,<1.1"  (or pip install -e ".[snntorch]")',
+           "spikingjelly": 'pip install "spikingjelly==2.0.0"  (or pip install -e '
+                           '".[spikingjelly]")'}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="compare.py", description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+    p.add_argument("--framework", choices=("snntorch", "spikingjelly", "both"), default="both",
+                   help="host framework(s) to run every rule in (default: both)")
+    p.add_argument("--rules", nargs="+", choices=recipes.RULES, default=list(recipes.RULES),
+                   metavar="RULE", help=f"rules to compare, from {', '.join(recipes.RULES)} "
+                   "(default: all; 'baseline' is the host's own surrogate-gradient LIF)")
+    p.add_argument("--recipe", nargs="+", choices=recipes.RECIPES, default=["paper"],
+                   help="'paper': each rule's own loss, readout and optimiser; 'common': the "
+                   "same loss and optimiser for all (default: paper; both may be given)")
+    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
+                   help="training data (default: fashion-mnist, found offline via the Debian "
+                   "package dataset-fashion-mnist)")
+    p.add_argument("--data-dir", default=None,
+                   help="directory with the dataset's files (else $SPIKEGRAD_DATA, the Debian "
+                   "location, then a download)")
+    p.add_argument("--arch", default="na-mnist",
+                   help=f"a layer spec such as '32C3-P2-128-10' or a preset: "
+                   f"{', '.join(sorted(PRESETS))} (default: na-mnist = {PRESETS['na-mnist']}); "
+                   "its last number must be the number of classes")
+    p.add_argument("--T", type=int, default=5, help="time steps per sample (default: 5)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help=f"training epochs (default: {DEFAULTS['epochs']}; --quick: 1)")
+    p.add_argument("--batch-size", type=int, default=64,
+                   help="global batch size (split across torchrun processes; default: 64)")
+    p.add_argument("--lr", type=float, default=None,
+                   help="learning rate for every rule (default: each recipe's own)")
+    p.add_argument("--seed", type=int, nargs="+", default=[0],
+                   help="seeds (one run per seed; default: 0)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None,
+                   help="default: cuda if available, else cpu")
+    p.add_argument("--amp", action="store_true",
+                   help="automatic mixed precision (float16 on CUDA, bfloat16 on CPU)")
+    p.add_argument("--out", default="runs/compare",
+                   help="output directory (default: runs/compare)")
+    p.add_argument("--quick", action="store_true",
+                   help="a small subset that finishes in a few minutes on 2 CPU cores: 1 epoch "
+                   "on 4 096 training and 1 000 test images (train), N=256 and T in {4, 8} "
+                   "(speed); explicit options still win")
+    p.add_argument("--mode", choices=("train", "speed"), default="train",
+                   help="train: accuracy and cost per rule; speed: layer and step timings "
+                   "against the host's native LIF (default: train)")
+    p.add_argument("--train-subset", type=int, default=None,
+                   help="train on a fixed random subset of N images (default: all)")
+    p.add_argument("--test-subset", type=int, default=None,
+                   help="evaluate on a fixed random subset of N test images (default: all)")
+    p.add_argument("--min-run-time", type=float, default=None,
+                   help="speed mode: seconds of timing per measurement (default: 0.5)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads per process (default: torch's choice)")
+    p.add_argument("--retry-failed", action="store_true",
+                   help="run configurations recorded as failed again")
+    p.add_argument("--no-progress", dest="progress", action="store_false",
+                   help="no progress bars")
+    return p
+
+
+def _settle(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
+    """Fill the defaults that --quick changes, and check the numbers."""
+    base = QUICK if args.quick else DEFAULTS
+    for key, value in base.items():
+        if getattr(args, key) is None:
+            setattr(args, key, value)
+    for name in ("T", "epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("train_subset", "test_subset", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be >= 1")
+    if args.lr is not None and not args.lr > 0:
+        p.error(f"--lr must be > 0, got {args.lr}")
+    if args.min_run_time <= 0:
+        p.error("--min-run-time must be > 0")
+    if args.device is None:
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    elif args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: torch sees no CUDA device here (torch "
+                f"{torch.__version__}, built for CUDA {torch.version.cuda}); use --device cpu")
+    args.frameworks = (["snntorch", "spikingjelly"] if args.framework == "both"
+                       else [args.framework])
+    for fw in args.frameworks:
+        if importlib.util.find_spec(fw) is None:
+            p.error(f"--framework {fw}: {fw} is not installed; {INSTALL[fw]}")
+    try:
+        recipes.spec_for(args.arch, recipes.recipe("baseline"), 10)
+    except ValueError as exc:
+        p.error(f"--arch: {exc}")
+
+
+def _distributed(args: argparse.Namespace) -> train.Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return train.Dist()
+    import torch.distributed as dist
+
+    if args.device == "cuda":
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        args.device = f"cuda:{local}"
+    dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
+    return train.Dist(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = parser()
+    args = p.parse_args(argv)
+    _settle(args, p)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    command = shlex.join(["python", "benchmarks/compare.py",
+                          *(sys.argv[1:] if argv is None else argv)])
+    ctx = _distributed(args)
+    say = print if ctx.rank == 0 else (lambda *_a, **_k: None)
+    try:
+        store = Store(args.out)
+    except CorruptResults as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    t0 = time.perf_counter()
+    if args.mode == "speed":
+        header_data = "random inputs"
+        for case in speed.cases(args.frameworks, args.rules, args.device, args.quick):
+            if ctx.rank == 0:
+                speed.run(case, store, min_run_time=args.min_run_time, log=say)
+    else:
+        try:
+            data = load_dataset(args.dataset, T=args.T, data_dir=args.data_dir)
+        except DatasetNotFound as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        header_data = f"{args.dataset} from {data.source}"
+        say(f"{header_data}: {len(data.train)} training / {len(data.test)} test samples")
+        for fw in args.frameworks:
+            for rule in args.rules:
+                for name in args.recipe:
+                    for seed in args.seed:
+                        cfg = train.TrainConfig(
+                            framework=fw, rule=rule, recipe=name, dataset=args.dataset,
+                            arch=args.arch, T=args.T, seed=seed, epochs=args.epochs,
+                            batch_size=args.batch_size, lr=args.lr, device=args.device,
+                            amp=args.amp, train_subset=args.train_subset,
+                            test_subset=args.test_subset)
+                        status = train.run(cfg, data, store, dist=ctx, progress=args.progress,
+                                           retry_failed=args.retry_failed, log=say)
+                        if status == "skipped":
+                            say(f"[{fw}/{rule}/{name}/seed {seed}] already in "
+                                f"{store.path}; skipped")
+    if ctx.rank != 0:
+        return 0
+    store = Store(args.out)  # everything recorded, this run's and earlier ones
+    header = (f"# spikegrad benchmark: {args.mode} mode\n\n`{command}`\n\n"
+              f"Machine: {metrics.machine(torch.device(args.device))}; {header_data}; "
+              f"{time.strftime('%Y-%m-%d %H:%M')}; this invocation took "
+              f"{time.perf_counter() - t0:.0f} s.")
+    text = summary(store.rows, header)
+    atomic_write(store.dir / "summary.md", text.encode())
+    made = plots.all_plots(store.rows, store.dir)
+    print("\n" + text)
+    print(f"wrote {store.path}, {store.dir / 'summary.md'}"
+          + "".join(f", {m}" for m in made))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

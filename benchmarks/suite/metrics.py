@@ -1,0 +1,153 @@
+"""What a run records besides accuracy and time: spike rates, synaptic operations, which
+implementation ran, library versions and the machine.
+
+Synaptic operations follow NeuroBench's definitions: an *effective* operation is one whose
+input is non-zero; it is an accumulate (AC) when the layer's input is binary (spikes: every
+value 0 or 1) and a multiply-accumulate (MAC) otherwise (analog inputs such as the image, a
+PSP trace or integer strengths). A layer's count is the number of (non-zero input, weight)
+pairs, i.e. the layer applied with all-one weights and no bias to the non-zero mask of its
+input, summed. Reported per sample (one inference over all ``T`` steps).
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from spikegrad.adapters.network import SpikingNetwork
+from spikegrad.rules import na, reset_term
+
+
+def neuron_tau_s(m: nn.Module) -> float | None:
+    """The PSP time constant of a neuron whose first output is its trace, else ``None``."""
+    tau_s = getattr(m, "tau_s", None)
+    if tau_s is None and hasattr(m, "rule"):
+        tau_s = getattr(m.rule, "tau_s", None)
+    return tau_s
+
+
+class Counters:
+    """Accumulates per-layer spike rates and synaptic operations over evaluation batches.
+
+    ``spike_rate[k]``: spikes per neuron and time step of neuron layer ``k`` (for integer
+    strengths: strength units per neuron and step; a PSP-trace output is turned back into its
+    spikes first).
+    """
+
+    def __init__(self) -> None:
+        self.spikes: dict[int, float] = {}
+        self.elements: dict[int, int] = {}
+        self.acs = 0.0
+        self.macs = 0.0
+        self.samples = 0
+
+    def observe(self, k: int, neuron: nn.Module, out: torch.Tensor) -> None:
+        tau_s = neuron_tau_s(neuron)
+        s = reset_term.spikes_from_trace(out.float(), tau_s) if tau_s is not None else out
+        self.spikes[k] = self.spikes.get(k, 0.0) + float(s.float().sum())
+        self.elements[k] = self.elements.get(k, 0) + s.numel()
+
+    def synapse_hook(self, module: nn.Module, args: tuple[Any, ...]) -> None:
+        x = args[0].detach()
+        mask = (x != 0).to(torch.float32)
+        binary = bool(((x == 0) | (x == 1)).all())
+        with torch.no_grad():
+            if isinstance(module, nn.Conv2d):
+                ones = torch.ones_like(module.weight, dtype=torch.float32)
+                flat = mask.reshape(-1, *mask.shape[-3:])
+                ops = float(F.conv2d(flat, ones, None, module.stride, module.padding,
+                                     module.dilation, module.groups).sum())
+            else:  # Linear: every non-zero input reaches all outputs
+                ops = float(mask.sum()) * module.out_features
+        if binary:
+            self.acs += ops
+        else:
+            self.macs += ops
+
+    @property
+    def spike_rate(self) -> list[float]:
+        return [self.spikes[k] / self.elements[k] for k in sorted(self.spikes)]
+
+    def synops(self) -> dict[str, float | None]:
+        if not self.samples:
+            return {"acs": None, "macs": None}
+        return {"acs": self.acs / self.samples, "macs": self.macs / self.samples}
+
+
+@contextmanager
+def counting(net: SpikingNetwork, counters: Counters) -> Iterator[Counters]:
+    """Within the block, ``net``'s forwards update ``counters`` (the caller adds samples)."""
+    handles = [m.register_forward_pre_hook(counters.synapse_hook) for m in net.synapses()
+               if isinstance(m, (nn.Conv2d, nn.Linear))]
+    try:
+        with net.observing(counters.observe):
+            yield counters
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def implementation(neurons: Iterable[nn.Module], device: torch.device, dtype: torch.dtype
+                   ) -> tuple[str, str | None]:
+    """``(implementation, reason)`` of a network's neurons: ``"torch"``, ``"cpp"``,
+    ``"cupy"``... and, where the fastest path was not taken, why."""
+    impls, reasons = [], []
+    for m in neurons:
+        impl = getattr(m, "implementation", None)
+        if isinstance(impl, str):
+            impls.append(impl)
+            reasons.append(getattr(m, "implementation_reason", None))
+        elif isinstance(getattr(m, "rule", None), na.NA):
+            text = na.implementation(m.rule, device, dtype)
+            name, _, why = text.partition(" (")
+            impls.append(name)
+            reasons.append(why.rstrip(")") or None)
+        else:
+            impls.append("torch")
+            backend = getattr(m, "backend", None)
+            reasons.append(f"{type(m).__name__} backend={backend}" if backend else None)
+    names = sorted(set(impls))
+    why = sorted({r for r in reasons if r})
+    return "+".join(names), ("; ".join(why) or None)
+
+
+def _version(dist: str) -> str | None:
+    try:
+        return importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def versions() -> dict[str, str | None]:
+    """Library versions as imported here (``None``: not installed)."""
+    out = {name: _version(name) for name in ("spikegrad", "snntorch", "spikingjelly", "tonic",
+                                             "cupy-cuda12x", "cupy-cuda13x")}
+    out["torch"] = torch.__version__
+    out["cuda"] = torch.version.cuda
+    out["python"] = platform.python_version()
+    return out
+
+
+def machine(device: torch.device) -> str:
+    """One line naming the CPU (or GPU), the threads and the OS."""
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return (f"{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads, "
+            f"{platform.system()}")

@@ -1,0 +1,175 @@
+"""Speed mode: one neuron layer, and a full training step of Linear + neuron, per rule, against
+the host's native LIF (snntorch ``Leaky`` in its per-step loop, spikingjelly ``LIFNode`` in
+step mode ``"m"``), over ``T`` and layer sizes.
+
+Timing: ``torch.utils.benchmark.Timer.blocked_autorange`` (median of blocks), after two
+untimed warm-up calls (which also build NA's CPU kernel once); CUDA is synchronised by the
+timer; peak memory is reset before, and read after, one extra call per measurement (CUDA only;
+``null`` on the CPU). ``layer``: the neuron alone on a random input current ``[T, B, N]``
+(``requires_grad``); forward = the forward call with autograd recording, backward = (forward +
+backward with a random upstream gradient) - forward. ``train-step``: ``Linear(N, N)`` and the
+neuron on a random input, forward + loss (a random projection of the output), backward, Adam
+step; forward and backward as above, the optimiser step counted in backward.
+
+Sizes: the Open Neuromorphic workload (Linear + LIF, batch 16, ``T = 500``, 16 384 neurons)
+runs only on a GPU; on the CPU, NA's ``T(T-1)/2`` replay makes it far too large, so CPU runs
+cap the sizes (:data:`CPU_SIZES`) and record the workload as skipped with that reason.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils import benchmark
+
+from spikegrad.adapters import network as netlib
+from suite import metrics, recipes
+from suite.store import Store
+
+SPEED_RULES = ("native", "reset-term", "na", "bpsa-bpta", "multi-strength")
+TS = (4, 8, 16, 32)
+CPU_SIZES = (1024, 4096)
+GPU_SIZES = (1024, 4096, 16384)
+BATCH = 16
+OPEN_NEUROMORPHIC = {"neurons": 16384, "batch": 16, "T": 500}
+
+
+@dataclass(frozen=True)
+class Case:
+    framework: str
+    rule: str
+    what: str  # "layer" | "train-step"
+    neurons: int
+    batch: int
+    T: int
+    device: str
+
+    @property
+    def config_id(self) -> str:
+        return (f"speed:{self.framework}:{self.rule}:{self.what}:{self.neurons}:{self.batch}:"
+                f"{self.T}:{self.device}")
+
+
+def cases(frameworks: list[str], rules: list[str], device: str, quick: bool,
+          ts: tuple[int, ...] | None = None) -> Iterator[Case]:
+    """Every measurement of a speed run (``native`` first, the ratios' reference)."""
+    wanted = ["native"] + [r for r in SPEED_RULES[1:] if r in rules]
+    gpu = device.startswith("cuda")
+    sizes = (256,) if quick else (GPU_SIZES if gpu else CPU_SIZES)
+    ts = ts or ((4, 8) if quick else TS)
+    for fw in frameworks:
+        for what in ("layer", "train-step"):
+            for n in sizes:
+                for T in ts:
+                    for rule in wanted:
+                        yield Case(fw, rule, what, n, BATCH, T, device)
+        if not quick:
+            for rule in wanted:
+                yield Case(fw, rule, "train-step", OPEN_NEUROMORPHIC["neurons"],
+                           OPEN_NEUROMORPHIC["batch"], OPEN_NEUROMORPHIC["T"], device)
+
+
+def make(framework: str, rule: str) -> nn.Module:
+    """The neuron of ``rule`` (spike output); ``native`` is the host's own LIF."""
+    return recipes.make_neuron(framework, "baseline" if rule == "native" else rule)
+
+
+def _timed(fn: Callable[[], Any], min_run_time: float) -> float:
+    return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(
+        min_run_time=min_run_time).median * 1e3
+
+
+def measure(case: Case, min_run_time: float) -> dict[str, Any]:
+    """Time one case; returns the fields of its row."""
+    device = torch.device(case.device)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    shape = (case.T, case.batch, case.neurons)
+    x = torch.rand(shape, generator=gen).to(device)
+    grad = torch.randn(shape, generator=gen).to(device)
+    torch.manual_seed(0)
+    lif = make(case.framework, case.rule).to(device)
+    if case.what == "layer":
+        cur = (2.0 * x).requires_grad_()
+
+        def forward() -> torch.Tensor:
+            return netlib.run_neuron(lif, cur)
+
+        def step() -> None:
+            forward().backward(grad)
+            cur.grad = None
+    else:
+        net = netlib.build_network(f"{case.neurons}-{case.neurons}", host=case.framework,
+                                   neuron=lambda: make(case.framework, case.rule),
+                                   in_shape=(case.neurons,)).to(device)
+        lif = net.neurons()[0]
+        opt = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+        def forward() -> torch.Tensor:
+            out = net(x)
+            loss = (out * grad).sum()
+            net.reset()
+            return loss
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            forward().backward()
+            opt.step()
+    for _ in range(2):
+        step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        step()
+        torch.cuda.synchronize(device)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    t_fwd = _timed(forward, min_run_time)
+    t_all = _timed(step, min_run_time)
+    impl, why = metrics.implementation([lif], device, torch.float32)
+    return {"step_ms_forward": t_fwd, "step_ms_backward": max(t_all - t_fwd, 0.0),
+            "peak_mem_mb": peak, "impl": impl, "impl_reason": why,
+            "neuron_class": type(lif).__name__}
+
+
+def row(case: Case, **fields: Any) -> dict[str, Any]:
+    base = {"mode": "speed", "config_id": case.config_id, "framework": case.framework,
+            "rule": case.rule, "what": case.what, "neurons": case.neurons, "batch": case.batch,
+            "T": case.T, "device": case.device, "dataset": None, "arch": None, "seed": 0,
+            "status": "ok", "impl": None, "impl_reason": None, "test_acc": None,
+            "best_test_acc": None, "epoch": None, "step_ms_forward": None,
+            "step_ms_backward": None, "peak_mem_mb": None, "spike_rate": None,
+            "versions": metrics.versions(), "machine": metrics.machine(torch.device(case.device)),
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+    base.update(fields)
+    return base
+
+
+def run(case: Case, store: Store, *, min_run_time: float, log: Callable[[str], None] = print
+        ) -> str:
+    """Measure ``case`` unless ``results.jsonl`` has it; failures are recorded, not raised."""
+    if store.of(case.config_id):
+        return "skipped"
+    if not case.device.startswith("cuda") and case.T == OPEN_NEUROMORPHIC["T"]:
+        store.add(row(case, status="skipped", error=(
+            "the Open Neuromorphic workload (batch 16, T=500, 16384 neurons) runs on a GPU "
+            "only: NA's T(T-1)/2 replay makes it far too large for a CPU; CPU runs are capped "
+            f"at {max(CPU_SIZES)} neurons and T <= {max(TS)}")))
+        return "skipped"
+    try:
+        fields = measure(case, min_run_time)
+    except Exception as exc:  # noqa: BLE001 - recorded, and the run goes on
+        if case.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        msg = f"{type(exc).__name__}: {exc}"
+        log(f"[speed {case.config_id}] FAILED: {msg}")
+        store.add(row(case, status="failed", error=msg[:2000]))
+        return "failed"
+    store.add(row(case, **fields))
+    total = fields["step_ms_forward"] + fields["step_ms_backward"]
+    log(f"[speed] {case.framework} {case.what} {case.rule} N={case.neurons} T={case.T}: "
+        f"{total:.3f} ms ({fields['impl']})")
+    return "done"
