@@ -116,9 +116,12 @@ def _reset(net: nn.Module) -> None:
         inner.reset()
 
 
+def _amp_dtype(device: torch.device) -> torch.dtype:
+    return torch.float16 if device.type == "cuda" else torch.bfloat16
+
+
 def _autocast(device: torch.device, amp: bool):
-    dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
-    return torch.autocast(device.type, dtype=dtype, enabled=amp)
+    return torch.autocast(device.type, dtype=_amp_dtype(device), enabled=amp)
 
 
 @torch.no_grad()
@@ -205,7 +208,8 @@ def _train(cfg: TrainConfig, data, store: Store, ckpt: Path, done: int, state: d
         **{**asdict(rec.optimiser), "lr": cfg.lr})
     opt, sched = opt_spec.build(net.parameters())
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
-    state["impl"] = metrics.implementation(net.neurons(), device, torch.float32)
+    state["impl"] = metrics.implementation(
+        net.neurons(), device, _amp_dtype(device) if cfg.amp else torch.float32)
     if done and ckpt.exists():
         saved = torch.load(ckpt, map_location=device, weights_only=False)
         if saved["epoch"] != done:
