@@ -241,3 +241,22 @@ def test_torchrun_two_processes_train_like_one(tmp_path):
         assert math.isclose(a["train_loss"], b["train_loss"], rel_tol=1e-4)
         assert abs(a["test_acc"] - b["test_acc"]) <= 2.5  # one test image of 40
     assert multi.stdout.count("Cross-framework") == 0 and multi.stdout.count("wrote ") == 1
+
+
+def test_event_frames_train_through_the_cli(tmp_path):
+    """N-MNIST in tonic's on-disk format (.bin recordings) trains end to end: the frames
+    ``[B, T, 2, 34, 34]`` enter the network time-major."""
+    pytest.importorskip("tonic")
+    from tests.benchmarks.test_datasets_formats import _nmnist_copy
+
+    _nmnist_copy(tmp_path / "data" / "NMNIST")
+    out = tmp_path / "o"
+    assert compare.main(["--dataset", "nmnist", "--data-dir", str(tmp_path / "data"),
+                         "--arch", "4C5-P2-10", "--T", "4", "--epochs", "1", "--batch-size", "2",
+                         "--rules", "na", "--framework", "both", "--out", str(out),
+                         "--no-progress", "--device", "cpu"]) == 0
+    rows = _rows(out)
+    assert [(r["framework"], r["status"], r["dataset"]) for r in rows] == [
+        ("snntorch", "ok", "nmnist"), ("spikingjelly", "ok", "nmnist")]
+    assert rows[0]["synops"] == rows[1]["synops"]  # the same network on the same events
+    assert rows[0]["synops"]["macs"] > 0  # the recording with events reaches the first layer
