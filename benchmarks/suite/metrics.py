@@ -102,22 +102,41 @@ def implementation(neurons: Iterable[nn.Module], device: torch.device, dtype: to
     ``"cupy"``... and, where the fastest path was not taken, why."""
     impls, reasons = [], []
     for m in neurons:
-        impl = getattr(m, "implementation", None)
-        if isinstance(impl, str):
+        impl = getattr(m, "implementation", None)  # spikegrad spikingjelly nodes: backend
+        if isinstance(impl, str) and impl != "torch":
             impls.append(impl)
             reasons.append(getattr(m, "implementation_reason", None))
-        elif isinstance(getattr(m, "rule", None), na.NA):
+        elif isinstance(getattr(m, "rule", None), na.NA):  # NA's torch path: cpp or torch
             text = na.implementation(m.rule, device, dtype)
             name, _, why = text.partition(" (")
             impls.append(name)
-            reasons.append(why.rstrip(")") or None)
+            reasons.append(None if name == "cpp" else why.rstrip(")") or None)
+        elif isinstance(impl, str):
+            impls.append(impl)
+            reasons.append(getattr(m, "implementation_reason", None))
         else:
-            impls.append("torch")
-            backend = getattr(m, "backend", None)
-            reasons.append(f"{type(m).__name__} backend={backend}" if backend else None)
+            impl, why = _host_implementation(m, device)
+            impls.append(impl)
+            reasons.append(why)
     names = sorted(set(impls))
     why = sorted({r for r in reasons if r})
     return "+".join(names), ("; ".join(why) or None)
+
+
+def _host_implementation(m: nn.Module, device: torch.device) -> tuple[str, str | None]:
+    """What a host's own neuron runs: spikingjelly 2.x's dispatcher choice
+    (``functional.neuron_implementation``), 0.0.0.0.14's ``backend``, else snntorch's torch."""
+    kind = {"LIFNode": "lif", "IFNode": "if"}.get(type(m).__name__)
+    if kind is not None and type(m).__module__.startswith("spikingjelly"):
+        from spikingjelly.activation_based import functional as sjf
+
+        if hasattr(sjf, "neuron_implementation"):
+            found = sjf.neuron_implementation(kind, device)
+            missing = found.get("unavailable") or {}
+            return (f"spikingjelly {found['implementation']}",
+                    "; ".join(f"{k}: {v}" for k, v in missing.items()) or None)
+        return f"spikingjelly {getattr(m, 'backend', 'torch')}", None
+    return "torch", None
 
 
 def _version(dist: str) -> str | None:
