@@ -18,6 +18,12 @@ Host traps handled here (each has a test):
   neuron added later is never reset: :func:`reset_net` invalidates that cache first.
 * Spikes at ``u >= θ`` (spikingjelly) vs ``u > θ`` (snntorch): every node states its convention;
   the host's is used unless the rule fixes it (NA: strict, as the authors').
+
+Backends (both lines): ``"torch"`` (the rules' reference), ``"cupy"`` (the fused kernels of
+:mod:`spikegrad.rules.cupy_kernels`, multi-step mode only, as 0.0.0.0.14's own nodes) and
+``"auto"`` (a spikegrad option: the kernels where they can run). Which one a multi-step call
+uses is decided by :func:`spikegrad.rules.cupy_kernels.dispatch.select` and can be read back
+from ``node.implementation`` / ``node.implementation_reason``.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import torch
 from torch import nn
 
 from spikegrad._checks import check_choice, check_float_tensor, check_number
+from spikegrad.rules.cupy_kernels import dispatch
 
 try:
     from spikingjelly.activation_based import functional, neuron
@@ -40,7 +47,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without spikingj
 
 SUPPORTED_SPIKINGJELLY = ("0.0.0.0.14", "2.0.x")
 IS_SJ2 = hasattr(neuron.BaseNode, "single_step_functional_forward")
-BACKENDS = ("torch",)
+BACKENDS = dispatch.BACKENDS  # ("torch", "cupy", "auto"); "auto" is spikegrad's own option
 
 
 def installed_version() -> str:
@@ -82,7 +89,8 @@ class SpikegradNode(neuron.BaseNode):
 
     Subclasses call :meth:`_init_node` from ``__init__``, list their extra state names in
     ``_extra_states`` and implement ``_step``; ``_multi`` may be overridden with a fused
-    whole-sequence path that returns the same values and gradients.
+    whole-sequence path that returns the same values and gradients, and ``_cupy_kernel`` /
+    ``_multi_cupy`` the fused kernels' spec and call (same returns as ``_multi``).
     """
 
     _extra_states: tuple[str, ...] = ()
@@ -95,38 +103,70 @@ class SpikegradNode(neuron.BaseNode):
         if v_reset is not None:
             v_reset = check_number("v_reset", v_reset)
         check_choice("step_mode", step_mode, ("s", "m"))
-        if backend not in BACKENDS:
-            raise ValueError(
-                f"backend={backend!r} is not available for {type(self).__name__}: spikegrad's "
-                f"spikingjelly nodes run on {BACKENDS} (fused CuPy kernels are not part of this "
-                "release); use backend='torch'"
-            )
+        dispatch.check_backend(backend, step_mode=step_mode)  # before the host's checks
         if not isinstance(detach_reset, bool) or not isinstance(store_v_seq, bool):
             raise TypeError("detach_reset and store_v_seq must be bools")
         kw = dict(v_threshold=v_threshold, v_reset=v_reset, surrogate_function=surrogate_function,
                   detach_reset=detach_reset, step_mode=step_mode, store_v_seq=store_v_seq)
         if IS_SJ2:
             super().__init__(**kw)
-            self._sg_backend = backend
-        else:
+        else:  # 0.0.0.0.14's BaseNode sets self.backend (the property below)
             super().__init__(backend=backend, **kw)
+        self._sg_backend = backend
+        self._sg_input: tuple[torch.device, torch.dtype] | None = None
         for name in self._extra_states:
             self.register_memory(name, 0.0)
+
+    def _finish_init(self) -> None:
+        """Called at the end of a subclass ``__init__``: checks the backend against the rule."""
+        self._sg_ready = True
+        self.backend = self._sg_backend
 
     # --- backend (0.0.0.0.14 has it on every node; on 2.x it is spikegrad's own option) ----
     @property
     def supported_backends(self) -> tuple[str, ...]:
-        return BACKENDS
+        """``("torch", "cupy")`` in multi-step mode, ``("torch",)`` in single-step mode."""
+        return ("torch", "cupy") if self.step_mode == "m" else ("torch",)
 
-    if IS_SJ2:
-        @property
-        def backend(self) -> str:
-            return self._sg_backend
+    @property
+    def backend(self) -> str:
+        """``"torch"``, ``"cupy"`` or ``"auto"`` (checked when set; see the module docstring)."""
+        return self._sg_backend
 
-        @backend.setter
-        def backend(self, value: str) -> None:
-            check_choice("backend", value, BACKENDS)
-            self._sg_backend = value
+    @backend.setter
+    def backend(self, value: str) -> None:
+        kernel = self._cupy_kernel() if getattr(self, "_sg_ready", False) else None
+        dispatch.check_backend(value, step_mode=self.step_mode, kernel=kernel)
+        self._sg_backend = value
+
+    def _choice(self, x: torch.Tensor | None = None, strict: bool = False) -> dispatch.Choice:
+        last = getattr(self, "_sg_input", None) or (None, None)
+        device, dtype = (x.device, x.dtype) if x is not None else last
+        return dispatch.select(self.backend, step_mode=self.step_mode, kernel=self._cupy_kernel(),
+                               device=device, dtype=dtype, bypass=self._bypass(), strict=strict)
+
+    @property
+    def implementation(self) -> str:
+        """``"torch"`` or ``"cupy"``: what the last multi-step call ran (before the first call:
+        what it would run on a CUDA tensor of a supported dtype)."""
+        return self._choice().implementation
+
+    @property
+    def implementation_reason(self) -> str | None:
+        """Why :attr:`implementation` is not the requested backend (``None`` if it is)."""
+        return self._choice().reason
+
+    def _cupy_kernel(self) -> Any:
+        """The fused kernels' spec for the current configuration, or why there is none."""
+        return f"{type(self).__name__} has no fused CuPy kernel"
+
+    def _bypass(self) -> str | None:
+        """A reason when the current configuration runs no rule at all (torch for any backend)."""
+        return None
+
+    def _multi_cupy(self, x_seq: torch.Tensor, v: torch.Tensor, *extra: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
+        raise NotImplementedError  # pragma: no cover - only called when _cupy_kernel is a spec
 
     # --- spikingjelly's LIF parameters as a rule's ---------------------------------------------
     def _set_lif(self, tau: float, decay_input: bool) -> None:
@@ -194,7 +234,10 @@ class SpikegradNode(neuron.BaseNode):
 
     def multi_step_forward(self, x_seq: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         check_float_tensor("x_seq", x_seq, min_dim=2)
-        out_seq, v_seq, states = self._multi(x_seq, *self._states(x_seq[0]))
+        choice = self._choice(x_seq, strict=True)
+        self._sg_input = (x_seq.device, x_seq.dtype)
+        run = self._multi_cupy if choice.implementation == "cupy" else self._multi
+        out_seq, v_seq, states = run(x_seq, *self._states(x_seq[0]))
         self._store(states)
         if self.store_v_seq:
             self.v_seq = v_seq

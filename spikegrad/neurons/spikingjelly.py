@@ -5,7 +5,9 @@ No equations here: each node maps spikingjelly's arguments (``tau``, ``decay_inp
 step function; :mod:`spikegrad.adapters.spikingjelly` turns the step into both step modes, on
 spikingjelly 0.0.0.0.14 and 2.x. Names, defaults and outputs follow API.md.
 
-``v`` after a step is the host's post-reset state.
+``v`` after a step is the host's post-reset state. Every node accepts ``backend="torch" |
+"cupy" | "auto"``; in ``step_mode="m"`` the ``"cupy"`` path runs the rule's fused kernels
+(:mod:`spikegrad.rules.cupy_kernels`) with the same returns as the torch path.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from spikegrad._checks import check_number
 from spikegrad.adapters.na_window import Window, na_step
 from spikegrad.adapters.spikingjelly import SpikegradNode, check_tau
 from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate
+from spikegrad.rules.cupy_kernels import functions as fused
+from spikegrad.rules.cupy_kernels import kernels
 
 __all__ = ["ResetTermLIFNode", "NALIFNode", "HTDGLIFNode", "MultiStrengthIFNode"]
 
@@ -87,6 +91,7 @@ class ResetTermLIFNode(SpikegradNode):
         self.mechanism = mechanism
         self.reset_grad_scale = 0.0 if detach_reset else scale
         self.tau_s = None if tau_s is None else check_number("tau_s", tau_s, low=1.0)
+        self._finish_init()
 
     def _step(self, x, v, trace):  # noqa: ANN001, ANN202
         s, _, v = reset_term.step_v(
@@ -109,6 +114,24 @@ class ResetTermLIFNode(SpikegradNode):
             return s, v_seq, (v_seq[-1], trace)
         out = reset_term.trace(s, self.tau_s, a0=trace)
         return out, v_seq, (v_seq[-1], out[-1])
+
+    def _cupy_kernel(self) -> Any:
+        fn = self.surrogate_function
+        name = f"surrogate {type(fn).__module__}.{type(fn).__qualname__}"
+        if not isinstance(fn, surrogate.Surrogate):
+            return (f"{name} has no CUDA expression (the kernels fuse spikegrad's surrogates, "
+                    "spikegrad.rules.surrogate)")
+        if not reset_term.fused_applicable(fn, self.leak, self.v_threshold):
+            return f"{name} with spiking=False is not a spike function"
+        try:
+            return kernels.reset_term_spec(self.leak, self.v_threshold, fn, self.mechanism,
+                                           self.reset_grad_scale, self.tau_s)
+        except NotImplementedError as exc:
+            return str(exc)
+
+    def _multi_cupy(self, x_seq, v, trace):  # noqa: ANN001, ANN202
+        out, v_seq = fused.reset_term_sequence(self._input(x_seq), v, trace, self._cupy_kernel())
+        return out, v_seq, (v_seq[-1], trace if self.tau_s is None else out[-1])
 
 
 class NALIFNode(SpikegradNode):
@@ -151,6 +174,7 @@ class NALIFNode(SpikegradNode):
         self._set_lif(tau, decay_input)
         self.rule, self.rescale = rule, rescale
         self._window: Window | None = None
+        self._finish_init()
 
     def _post_reset(self, u: torch.Tensor) -> torch.Tensor:
         return self.rule.after_reset(u, u > self.rule.threshold)
@@ -172,6 +196,17 @@ class NALIFNode(SpikegradNode):
     def _multi(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
         out, u_seq = na.NAFunction.apply(self._input(x_seq), self.rule, self.rescale, u.detach(),
                                          trace.detach())
+        return self._na_returns(out, u_seq, u)
+
+    def _cupy_kernel(self) -> Any:
+        return kernels.na_spec(self.rule)
+
+    def _multi_cupy(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
+        out, u_seq = fused.na_sequence(self._input(x_seq), self._cupy_kernel(), self.rescale,
+                                       u.detach(), trace.detach())
+        return self._na_returns(out, u_seq, u)
+
+    def _na_returns(self, out, u_seq, u):  # noqa: ANN001, ANN202
         v_seq = self._post_reset(u_seq.detach())
         last = out[-1].detach() if self.rule.tau_s is not None else torch.zeros_like(u)
         self._window = None
@@ -209,6 +244,7 @@ class HTDGLIFNode(SpikegradNode):
                         surrogate_function=surrogate.Sigmoid(), detach_reset=False,
                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
         self.rule_cfg, self.warm_up = rule, bool(warm_up)
+        self._finish_init()
 
     def extra_repr(self) -> str:
         r = self.rule_cfg
@@ -221,6 +257,16 @@ class HTDGLIFNode(SpikegradNode):
             return torch.relu(x), v
         o, _, v = bpsta.step_v(x, v, self.rule_cfg)
         return o, v
+
+    def _cupy_kernel(self) -> Any:
+        return kernels.bpsta_spec(self.rule_cfg)
+
+    def _bypass(self) -> str | None:
+        return "warm_up=True: the output is relu(x), no rule runs" if self.warm_up else None
+
+    def _multi_cupy(self, x_seq, v):  # noqa: ANN001, ANN202
+        o, v_seq = fused.bpsta_sequence(x_seq, v, self._cupy_kernel())
+        return o, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 
 
 class MultiStrengthIFNode(SpikegradNode):
@@ -244,6 +290,7 @@ class MultiStrengthIFNode(SpikegradNode):
                         surrogate_function=surrogate.Sigmoid(), detach_reset=detach_reset,
                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
         self.rule_cfg = rule
+        self._finish_init()
 
     def extra_repr(self) -> str:
         r = self.rule_cfg
@@ -254,4 +301,11 @@ class MultiStrengthIFNode(SpikegradNode):
     def _step(self, x, v):  # noqa: ANN001, ANN202
         theta, v = multistrength.step(x, v, self.rule_cfg)
         return theta, v
+
+    def _cupy_kernel(self) -> Any:
+        return kernels.multistrength_spec(self.rule_cfg)
+
+    def _multi_cupy(self, x_seq, v):  # noqa: ANN001, ANN202
+        theta, v_seq = fused.multistrength_sequence(x_seq, v, self._cupy_kernel())
+        return theta, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 

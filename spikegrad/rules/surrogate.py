@@ -89,6 +89,17 @@ class Surrogate:
     def derivative(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def c_derivative(self, x: str) -> str:
+        """:meth:`derivative` as a C fp32 expression in the variable ``x`` (fused kernels).
+
+        The one place a surrogate's formula is written for the CUDA kernels of
+        :mod:`spikegrad.rules.cupy_kernels`; constants are float32 literals.
+
+        Raises:
+            NotImplementedError: this surrogate has no C expression.
+        """
+        raise NotImplementedError(f"surrogate {type(self).__name__} has no CUDA expression")
+
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         """Spikes ``H(x)`` with the surrogate backward (or the primitive if not spiking).
 
@@ -127,6 +138,13 @@ class Sigmoid(Surrogate):
         sig = torch.sigmoid(x / self.temperature)
         return sig * (1.0 - sig) / self.temperature
 
+    def c_derivative(self, x: str) -> str:
+        from spikegrad.rules.cupy_kernels.ctext import c_float
+
+        t = c_float(self.temperature)
+        sig = f"(1.0f / (1.0f + expf(-(({x}) / {t}))))"
+        return f"({sig} * (1.0f - {sig}) / {t})"
+
 
 @dataclass(frozen=True)
 class ATan(Surrogate):
@@ -147,6 +165,12 @@ class ATan(Surrogate):
 
     def derivative(self, x: torch.Tensor) -> torch.Tensor:
         return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
+
+    def c_derivative(self, x: str) -> str:
+        from spikegrad.rules.cupy_kernels.ctext import c_float
+
+        k = f"({c_float(math.pi / 2 * self.alpha)} * ({x}))"
+        return f"({c_float(self.alpha / 2)} / (1.0f + {k} * {k}))"
 
 
 @functools.cache

@@ -42,6 +42,7 @@ from spikegrad.neurons import (  # noqa: E402
     ResetTermLIFNode,
 )
 from spikegrad.rules import na  # noqa: E402
+from spikegrad.rules.cupy_kernels import dispatch  # noqa: E402
 from tests.rules.test_na import P, ref_delta  # noqa: E402
 
 F64 = torch.float64
@@ -582,16 +583,115 @@ def test_v_reset_other_than_zero_or_none_raises(cls, v_reset):
 
 
 @pytest.mark.parametrize("cls", DEFAULTS)
-def test_backend_cupy_raises_and_backend_readable(cls):
-    with pytest.raises(ValueError, match=r"backend='cupy' is not available.*use backend='torch'"):
-        cls(backend="cupy")
+def test_backends_follow_the_host_contract(cls):
+    """("torch", "cupy") in multi-step mode, ("torch",) in single-step mode (0.0.0.0.14's own
+    nodes); "auto" is accepted on both lines; unknown names raise."""
     node = cls(backend="torch")
+    assert node.backend == "torch" and node.supported_backends == ("torch",)
+    assert cls(step_mode="m").supported_backends == ("torch", "cupy")
+    for value in ("auto", "torch"):
+        node.backend = value
+        assert node.backend == value
+    assert cls(step_mode="m", backend="auto").backend == "auto"
+    with pytest.raises(ValueError, match="backend"):
+        node.backend = "lava"
+    with pytest.raises(ValueError, match="backend"):
+        cls(backend="triton")
+    assert "backend=torch" in repr(cls(backend="torch"))
+
+
+@pytest.mark.parametrize("cls", DEFAULTS)
+def test_backend_cupy_in_single_step_mode_raises(cls):
+    with pytest.raises(ValueError, match=r"backend='cupy' .*needs step_mode='m'"):
+        cls(backend="cupy")
+    with pytest.raises(ValueError, match=r"needs step_mode='m'"):
+        cls().backend = "cupy"
+
+
+@pytest.fixture
+def no_cupy(monkeypatch):
+    monkeypatch.setattr(dispatch, "_import_cupy", lambda: ModuleNotFoundError("cupy"))
+
+
+@pytest.fixture
+def cupy_without_gpu(monkeypatch):
+    monkeypatch.setattr(dispatch, "_import_cupy", lambda: object())
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+
+
+@pytest.fixture
+def cupy_and_gpu(monkeypatch):
+    """CuPy and a CUDA device as far as the dispatcher can tell (nothing is launched)."""
+    monkeypatch.setattr(dispatch, "cupy_problem", lambda: None)
+
+
+@pytest.mark.parametrize("cls", DEFAULTS)
+def test_backend_cupy_without_cupy_raises_import_error_naming_the_package(cls, no_cupy):
+    with pytest.raises(ImportError, match=r"cupy is not installed \(pip install cupy-cuda12x"):
+        cls(step_mode="m", backend="cupy")
+    node = cls(step_mode="m")
+    with pytest.raises(ImportError, match="cupy-cuda13x"):
+        node.backend = "cupy"
     assert node.backend == "torch"
-    assert node.supported_backends == ("torch",)
-    if IS_SJ2:
-        with pytest.raises(ValueError, match="backend"):
-            node.backend = "cupy"
-        assert "backend=torch" in repr(node)
+
+
+@pytest.mark.parametrize("cls", DEFAULTS)
+def test_backend_cupy_without_a_cuda_device_raises_runtime_error(cls, cupy_without_gpu):
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        cls(step_mode="m", backend="cupy")
+
+
+@pytest.mark.parametrize("cls", DEFAULTS)
+def test_backend_cupy_on_cpu_tensors_raises_naming_the_device(cls, cupy_and_gpu):
+    node = cls(step_mode="m", backend="cupy")
+    assert node.implementation == "cupy" and node.implementation_reason is None
+    with pytest.raises(ValueError, match=r"the input is on cpu: the CuPy kernels run on CUDA"):
+        node(torch.rand(T, B, N))
+
+
+@pytest.mark.parametrize("cls", DEFAULTS)
+def test_auto_falls_back_to_torch_and_says_why(cls, no_cupy):
+    x = torch.rand(T, B, N, dtype=torch.float32)
+    ref = cls(step_mode="m", store_v_seq=True)
+    node = cls(step_mode="m", store_v_seq=True, backend="auto")
+    assert node.implementation == "torch"
+    assert "cupy is not installed (pip install cupy-cuda12x" in node.implementation_reason
+    assert torch.equal(node(x), ref(x)) and torch.equal(node.v_seq, ref.v_seq)
+    assert ref.implementation == "torch" and ref.implementation_reason is None
+    node.step_mode = "s"
+    assert node.implementation == "torch"
+    assert node.implementation_reason.startswith("step_mode='s'")
+
+
+@pytest.mark.parametrize("cls", DEFAULTS)
+def test_auto_reports_the_device_and_dtype_of_the_last_call(cls, cupy_and_gpu):
+    node = cls(step_mode="m", backend="auto")
+    assert node.implementation == "cupy"  # before a call: a CUDA float tensor is assumed
+    node(torch.rand(T, B, N))
+    assert node.implementation == "torch"
+    assert node.implementation_reason == "the input is on cpu: the CuPy kernels run on CUDA tensors"
+    node.backend = "torch"
+    assert node.implementation == "torch" and node.implementation_reason is None
+
+
+def test_reset_term_host_surrogate_has_no_kernel(cupy_and_gpu):
+    node = ResetTermLIFNode(step_mode="m", backend="auto",
+                            surrogate_function=sj_surrogate.Sigmoid(alpha=4.0))
+    assert node.implementation == "torch"
+    assert "has no CUDA expression" in node.implementation_reason
+    assert "spikingjelly" in node.implementation_reason  # names the surrogate's module
+    with pytest.raises(ValueError, match=r"surrogate spikingjelly.*Sigmoid has no CUDA"):
+        ResetTermLIFNode(step_mode="m", backend="cupy",
+                         surrogate_function=sj_surrogate.Sigmoid(alpha=4.0))
+    ok = ResetTermLIFNode(step_mode="m", backend="cupy")  # spikegrad's default surrogate
+    assert ok.implementation == "cupy"
+
+
+def test_htdglif_warm_up_runs_torch_on_every_backend(cupy_and_gpu):
+    node = HTDGLIFNode(step_mode="m", backend="cupy", warm_up=True)
+    x = torch.randn(T, B, N)
+    assert torch.equal(node(x), torch.relu(x))
+    assert node.implementation == "torch" and "warm_up=True" in node.implementation_reason
 
 
 def test_htdglif_refuses_tau():
