@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
               f"Machine: {metrics.machine(torch.device(args.device))}; {header_data}; "
               f"{time.strftime('%Y-%m-%d %H:%M')}; this invocation took "
               f"{time.perf_counter() - t0:.0f} s.")
-    text = summary(store.rows, header)
+    text = summary(store.rows, header, epochs=args.epochs if args.mode == "train" else None)
     atomic_write(store.dir / "summary.md", text.encode())
     made = plots.all_plots(store.rows, store.dir)
     print("\n" + text)

@@ -99,17 +99,23 @@ def _sci(x: float | None) -> str:
     return "–" if x is None else f"{x:.3g}"
 
 
-def final_rows(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The last row of every training configuration (its latest epoch or its failure)."""
+def final_rows(rows: Iterable[dict[str, Any]], epochs: int | None = None
+               ) -> list[dict[str, Any]]:
+    """The last row of every training configuration: its latest epoch (up to ``epochs``, so
+    that a configuration trained further by another command is shown at this one's budget),
+    or its failure."""
     last: dict[str, dict[str, Any]] = {}
     for r in rows:
-        if r.get("mode") == "train":
-            last[r["config_id"]] = r
+        if r.get("mode") != "train":
+            continue
+        if epochs is not None and r.get("status") == "ok" and r["epoch"] > epochs:
+            continue
+        last[r["config_id"]] = r
     return list(last.values())
 
 
-def train_tables(rows: list[dict[str, Any]]) -> str:
-    finals = final_rows(rows)
+def train_tables(rows: list[dict[str, Any]], epochs: int | None = None) -> str:
+    finals = final_rows(rows, epochs)
     if not finals:
         return ""
     out = []
@@ -196,7 +202,8 @@ def speed_tables(rows: list[dict[str, Any]]) -> str:
     return "\n".join(out)
 
 
-def summary(rows: list[dict[str, Any]], header: str) -> str:
-    """The markdown of ``summary.md``: a table per framework and a cross-framework table."""
-    parts = [header, "", train_tables(rows), speed_tables(rows)]
+def summary(rows: list[dict[str, Any]], header: str, epochs: int | None = None) -> str:
+    """The markdown of ``summary.md``: a table per framework and a cross-framework table
+    (training configurations at their last epoch up to ``epochs``), then the speed tables."""
+    parts = [header, "", train_tables(rows, epochs), speed_tables(rows)]
     return "\n".join(p for p in parts if p) + "\n"

@@ -147,6 +147,14 @@ def test_more_epochs_continue_a_finished_run(small_data, tmp_path):
     _same_training(_final(_rows(tmp_path / "a"), "baseline", "snntorch"),
                    _final(_rows(tmp_path / "b"), "baseline", "snntorch"))
 
+    def summary_epochs() -> list[str]:
+        lines = (tmp_path / "a" / "summary.md").read_text().splitlines()
+        return [line.split("|")[8].strip() for line in lines if line.startswith("| baseline |")]
+
+    assert summary_epochs() == ["2"]
+    assert _run(tmp_path / "a", *args, "--epochs", "1") == 0  # the summary at this budget
+    assert summary_epochs() == ["1"] and len(_rows(tmp_path / "a")) == 2
+
 
 def test_a_failing_configuration_is_recorded_and_the_rest_go_on(small_data, tmp_path,
                                                                 monkeypatch):
