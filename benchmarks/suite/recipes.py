@@ -27,16 +27,17 @@ The paper recipe (``--recipe paper``) of each rule:
   their trace, the output layer its spikes, and the van Rossum loss
   (``reset_term.van_rossum_loss``, ``τs = 2``) to the same target train (RULES.md §2).
 - ``bpsa-bpta``: a voting output layer (10 neurons per class, averaged), MSE between the
-  time-averaged vote and the one-hot label, the first 5 % of the training steps in warm-up (the
-  nodes run as ReLU), max pooling (RULES.md §4).
+  time-averaged vote and the one-hot label, the first 5 % of the first epoch's steps in warm-up
+  (the nodes run as ReLU), max pooling (RULES.md §4).
 - ``ttfs``: ``ttfs.ce_temporal_loss()``, prediction = the earliest-spiking output (RULES.md §5).
-- ``multi-strength`` and ``baseline``: cross-entropy on the output spike count (``Σ_t``, i.e.
-  ``T`` times the rate), max pooling.
+- ``multi-strength`` and ``baseline``: cross-entropy on the output rate as snntorch's
+  ``functional.ce_rate_loss`` defines it (the cross-entropy of the outputs at every step,
+  averaged over the steps), max pooling.
 
 The seeds do not give an optimiser for the last four, so they get the snntorch tutorial's Adam
 (lr 5e-4). The common recipe (``--recipe common``) gives every rule the same network (spike
-outputs, max pooling, the image repeated ``T`` times), the same loss (cross-entropy on the
-spike count; ``ttfs`` keeps its loss, since that loss is the rule) and the same optimiser (Adam,
+outputs, max pooling, the image repeated ``T`` times), the same loss (the rate cross-entropy;
+``ttfs`` keeps its loss, since that loss is the rule) and the same optimiser (Adam,
 lr 5e-4, no schedule, no clipping), with PyTorch's default initialisation.
 """
 
@@ -108,23 +109,23 @@ class Recipe:
     pooling: str  # "max" | "sum1.1"
     input_trace: bool  # PSP-filter the input
     votes: int  # output neurons per class
-    loss: str  # "trace-mse" | "van-rossum" | "rate-mse" | "count-ce" | "ttfs-ce"
+    loss: str  # "trace-mse" | "van-rossum" | "rate-mse" | "rate-ce" | "ttfs-ce"
     readout: str  # "count" | "first-spike"
     optimiser: Optimiser
-    warm_up_fraction: float = 0.0  # of all training steps, nodes run as ReLU (BPSA)
+    warm_up_fraction: float = 0.0  # of the first epoch's steps, nodes run as ReLU (BPSA)
     na_init: bool = False  # kaiming_normal_ linear layers (the NA authors')
 
     def describe(self) -> str:
         loss = {"trace-mse": "½Σ(a_out - ε*d)² (trace target)", "van-rossum": "van Rossum",
-                "rate-mse": "MSE(rate, one-hot)", "count-ce": "CE(spike count)",
+                "rate-mse": "MSE(rate, one-hot)", "rate-ce": "CE per step, averaged (ce_rate_loss)",
                 "ttfs-ce": "ttfs.ce_temporal_loss"}[self.loss]
         extra = [f"{self.votes} votes/class"] if self.votes > 1 else []
         if self.warm_up_fraction:
-            extra.append(f"warm-up {self.warm_up_fraction:.0%} of steps")
+            extra.append(f"warm-up {self.warm_up_fraction:.0%} of epoch 1")
         return "; ".join([loss, f"{self.pooling} pooling", self.optimiser.describe(), *extra])
 
 
-_COMMON = Recipe("", "common", False, False, "max", False, 1, "count-ce", "count",
+_COMMON = Recipe("", "common", False, False, "max", False, 1, "rate-ce", "count",
                  TUTORIAL_OPTIMISER)
 _PAPER = {
     "baseline": replace(_COMMON, name="paper"),
@@ -137,6 +138,11 @@ _PAPER = {
     "bpsa-bpta": replace(_COMMON, name="paper", votes=VOTES, loss="rate-mse",
                          warm_up_fraction=0.05),
 }
+
+
+def same_as_paper(rule: str) -> bool:
+    """Whether ``rule``'s common recipe is its paper recipe (nothing to train twice)."""
+    return replace(recipe(rule, "common"), name="paper") == recipe(rule, "paper")
 
 
 def recipe(rule: str, name: str = "paper") -> Recipe:
@@ -243,8 +249,8 @@ def loss_fn(rec: Recipe) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
         T, _, n = out.shape
         if rec.loss == "ttfs-ce":
             return ttfs.ce_temporal_loss()(out, y)
-        if rec.loss == "count-ce":
-            return F.cross_entropy(out.sum(0), y)
+        if rec.loss == "rate-ce":  # snntorch's ce_rate_loss: CE at every step, averaged
+            return F.cross_entropy(out.flatten(0, 1), y.repeat(T))
         onehot = F.one_hot(y, n).to(out.dtype)
         if rec.loss == "rate-mse":
             return F.mse_loss(out.mean(0), onehot)

@@ -236,7 +236,7 @@ def _train(cfg: TrainConfig, data, store: Store, ckpt: Path, done: int, state: d
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the "
                          f"{dist.world} processes")
     steps = math.ceil(len(train_idx) / cfg.batch_size)
-    warm_steps = round(rec.warm_up_fraction * steps * cfg.epochs)
+    warm_steps = round(rec.warm_up_fraction * steps)  # independent of --epochs: resumable
     loss_fn = recipes.loss_fn(rec)
     name = f"{cfg.framework}/{cfg.rule}"
     for epoch in range(done, cfg.epochs):

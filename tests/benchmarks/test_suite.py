@@ -96,10 +96,12 @@ def test_losses_and_readouts_follow_their_definitions():
     assert recipes.loss_fn(bp)(votes, y).item() == pytest.approx(
         ((rate - d[0]) ** 2).mean().item(), rel=1e-6)
     assert torch.equal(recipes.predict(bp, votes), rate.argmax(1))
-    # baseline: CE on the spike count; TTFS: the earliest spike wins
+    # baseline: the rate cross-entropy, as snntorch's own ce_rate_loss; TTFS: earliest spike
+    import snntorch.functional as SF
+
     base = recipes.recipe("baseline")
     assert recipes.loss_fn(base)(out, y).item() == pytest.approx(
-        torch.nn.functional.cross_entropy(out.sum(0), y).item(), rel=1e-6)
+        SF.ce_rate_loss()(out, y).item(), rel=1e-6)
     first = torch.zeros(T, 2, 3)
     first[2, 0, 1] = first[3, 0, 2] = first[1, 1, 2] = first[3, 1, 0] = 1
     assert recipes.predict(recipes.recipe("ttfs"), first).tolist() == [1, 2]
@@ -109,7 +111,9 @@ def test_recipes_differ_where_the_papers_do():
     assert recipes.recipe("na").pooling == "sum1.1" and recipes.recipe("na").input_trace
     assert recipes.recipe("ttfs", "common").loss == "ttfs-ce"  # the loss is the rule
     common = {recipes.recipe(r, "common").loss for r in recipes.RULES if r != "ttfs"}
-    assert common == {"count-ce"}
+    assert common == {"rate-ce"}
+    assert [r for r in recipes.RULES if recipes.same_as_paper(r)] == [
+        "baseline", "ttfs", "multi-strength"]
     assert recipes.spec_for("na-mnist", recipes.recipe("bpsa-bpta"), 10).endswith("-300-100")
     with pytest.raises(ValueError, match="ends with 10 outputs.*2 classes"):
         recipes.spec_for("na-mnist", recipes.recipe("na"), 2)
