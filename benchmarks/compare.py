@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import os
 import shlex
 import sys
@@ -50,6 +51,10 @@ from spikegrad.adapters.network import PRESETS  # noqa: E402
 #: what ``--quick`` sets (unless given explicitly): a few minutes on 2 CPU cores.
 QUICK = {"epochs": 1, "train_subset": 4096, "test_subset": 1000, "min_run_time": 0.05}
 DEFAULTS = {"epochs": 2, "train_subset": None, "test_subset": None, "min_run_time": 0.5}
+#: train-mode options and their defaults (speed mode refuses them when given explicitly)
+TRAIN_ONLY = {"recipe": ["paper"], "dataset": "fashion-mnist", "arch": "na-mnist", "seed": [0],
+              "epochs": None, "lr": None, "train_subset": None, "test_subset": None,
+              "data_dir": None}
 INSTALL = {"snntorch": 'pip install "snntorch>=0.9,<1.1"  (or pip install -e ".[snntorch]")',
            "spikingjelly": 'pip install "spikingjelly==2.0.0"  (or pip install -e '
                            '".[spikingjelly]")'}
@@ -65,27 +70,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--rules", nargs="+", choices=recipes.RULES, default=list(recipes.RULES),
                    metavar="RULE", help=f"rules to compare, from {', '.join(recipes.RULES)} "
                    "(default: all; 'baseline' is the host's own surrogate-gradient LIF)")
-    p.add_argument("--recipe", nargs="+", choices=recipes.RECIPES, default=["paper"],
+    p.add_argument("--recipe", nargs="+", choices=recipes.RECIPES, default=None,
                    help="'paper': each rule's own loss, readout and optimiser; 'common': the "
                    "same loss and optimiser for all (default: paper; both may be given)")
-    p.add_argument("--dataset", choices=DATASETS, default="fashion-mnist",
+    p.add_argument("--dataset", choices=DATASETS, default=None,
                    help="training data (default: fashion-mnist, found offline via the Debian "
                    "package dataset-fashion-mnist)")
     p.add_argument("--data-dir", default=None,
                    help="directory with the dataset's files (else $SPIKEGRAD_DATA, the Debian "
                    "location, then a download)")
-    p.add_argument("--arch", default="na-mnist",
+    p.add_argument("--arch", default=None,
                    help=f"a layer spec such as '32C3-P2-128-10' or a preset: "
                    f"{', '.join(sorted(PRESETS))} (default: na-mnist = {PRESETS['na-mnist']}); "
                    "its last number must be the number of classes")
-    p.add_argument("--T", type=int, default=5, help="time steps per sample (default: 5)")
+    p.add_argument("--T", type=int, default=None,
+                   help="time steps per sample (default: 5; speed mode: 4, 8, 16 and 32)")
     p.add_argument("--epochs", type=int, default=None,
                    help=f"training epochs (default: {DEFAULTS['epochs']}; --quick: 1)")
-    p.add_argument("--batch-size", type=int, default=64,
-                   help="global batch size (split across torchrun processes; default: 64)")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="global batch size (split across torchrun processes; default: 64; "
+                   "speed mode: 16)")
     p.add_argument("--lr", type=float, default=None,
                    help="learning rate for every rule (default: each recipe's own)")
-    p.add_argument("--seed", type=int, nargs="+", default=[0],
+    p.add_argument("--seed", type=int, nargs="+", default=None,
                    help="seeds (one run per seed; default: 0)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None,
                    help="default: cuda if available, else cpu")
@@ -116,13 +123,26 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _settle(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
-    """Fill the defaults that --quick changes, and check the numbers."""
+    """Fill the defaults (those --quick and --mode change), and check the numbers."""
+    if args.mode == "speed":
+        given = [k for k in TRAIN_ONLY if getattr(args, k) is not None]
+        if given or args.amp:
+            names = ", ".join(f"--{k.replace('_', '-')}" for k in given + (["amp"] * args.amp))
+            p.error(f"{names}: train mode only; speed mode times float32 neurons on random "
+                    "inputs (--T and --batch-size select its sizes)")
+        args.epochs = 1  # unused; keeps the checks below uniform
+    else:
+        for key, value in TRAIN_ONLY.items():
+            if getattr(args, key) is None and value is not None:
+                setattr(args, key, value)
+        args.T = 5 if args.T is None else args.T
+        args.batch_size = 64 if args.batch_size is None else args.batch_size
     base = QUICK if args.quick else DEFAULTS
     for key, value in base.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
     for name in ("T", "epochs", "batch_size"):
-        if getattr(args, name) < 1:
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     for name in ("train_subset", "test_subset", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
@@ -141,10 +161,11 @@ def _settle(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
     for fw in args.frameworks:
         if importlib.util.find_spec(fw) is None:
             p.error(f"--framework {fw}: {fw} is not installed; {INSTALL[fw]}")
-    try:
-        recipes.spec_for(args.arch, recipes.recipe("baseline"), 10)
-    except ValueError as exc:
-        p.error(f"--arch: {exc}")
+    if args.mode == "train":
+        try:
+            recipes.spec_for(args.arch, recipes.recipe("baseline"), 10)
+        except ValueError as exc:
+            p.error(f"--arch: {exc}")
 
 
 def _distributed(args: argparse.Namespace) -> train.Dist:
@@ -159,6 +180,62 @@ def _distributed(args: argparse.Namespace) -> train.Dist:
         args.device = f"cuda:{local}"
     dist.init_process_group("nccl" if args.device.startswith("cuda") else "gloo")
     return train.Dist(rank=dist.get_rank(), world=dist.get_world_size())
+
+
+def _check_arch(args: argparse.Namespace, data) -> None:
+    """Build the network once on the data's shape, so that a spec that does not fit it is an
+    error now, not a failed row per configuration."""
+    rule, name = args.rules[0], args.recipe[0]
+    recipes.build(recipes.recipe(rule, name), args.frameworks[0], args.arch, data.in_shape,
+                  data.num_classes)
+
+
+def _train_all(args: argparse.Namespace, ctx: train.Dist, store: Store, say) -> str | None:
+    """Every training configuration; returns the data source, or None when the data is
+    missing or the network does not fit it (the error is printed)."""
+    try:
+        data = load_dataset(args.dataset, T=args.T, data_dir=args.data_dir)
+    except DatasetNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    try:
+        _check_arch(args, data)
+    except ValueError as exc:
+        print(f"error: --arch {args.arch} does not fit {args.dataset} (samples of shape "
+              f"{data.in_shape}, {data.num_classes} classes): {exc}", file=sys.stderr)
+        return None
+    source = f"{args.dataset} from {data.source}"
+    say(f"{source}: {len(data.train)} training / {len(data.test)} test samples")
+    for fw, rule, name, seed in itertools.product(args.frameworks, args.rules, args.recipe,
+                                                  args.seed):
+        tag = f"[{fw}/{rule}/{name}/seed {seed}]"
+        if name == "common" and "paper" in args.recipe and recipes.same_as_paper(rule):
+            say(f"{tag} is the paper recipe of {rule}; trained once, as 'paper'")
+            continue
+        cfg = train.TrainConfig(
+            framework=fw, rule=rule, recipe=name, dataset=args.dataset, arch=args.arch,
+            T=args.T, seed=seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+            device=args.device, amp=args.amp, train_subset=args.train_subset,
+            test_subset=args.test_subset)
+        status = train.run(cfg, data, store, dist=ctx, progress=args.progress,
+                           retry_failed=args.retry_failed, log=say)
+        if status == "skipped":
+            say(f"{tag} already in {store.path}; skipped")
+        elif status == "failed before":
+            say(f"{tag} recorded as failed by an earlier run (see summary.md); "
+                "--retry-failed runs it again")
+    return source
+
+
+def _speed_all(args: argparse.Namespace, store: Store, say) -> str:
+    if "ttfs" in args.rules:
+        say("ttfs is a loss, not a neuron: speed mode leaves it out (benchmarks/ttfs_speed.py "
+            "times it against snntorch's)")
+    for case in speed.cases(args.frameworks, args.rules, args.device, args.quick,
+                            ts=None if args.T is None else (args.T,), batch=args.batch_size):
+        speed.run(case, store, min_run_time=args.min_run_time, retry_failed=args.retry_failed,
+                  log=say)
+    return "random inputs"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,39 +254,22 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
-    if args.mode == "speed":
-        header_data = "random inputs"
-        for case in speed.cases(args.frameworks, args.rules, args.device, args.quick):
-            if ctx.rank == 0:
-                speed.run(case, store, min_run_time=args.min_run_time, log=say)
-    else:
-        try:
-            data = load_dataset(args.dataset, T=args.T, data_dir=args.data_dir)
-        except DatasetNotFound as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        header_data = f"{args.dataset} from {data.source}"
-        say(f"{header_data}: {len(data.train)} training / {len(data.test)} test samples")
-        for fw in args.frameworks:
-            for rule in args.rules:
-                for name in args.recipe:
-                    for seed in args.seed:
-                        cfg = train.TrainConfig(
-                            framework=fw, rule=rule, recipe=name, dataset=args.dataset,
-                            arch=args.arch, T=args.T, seed=seed, epochs=args.epochs,
-                            batch_size=args.batch_size, lr=args.lr, device=args.device,
-                            amp=args.amp, train_subset=args.train_subset,
-                            test_subset=args.test_subset)
-                        status = train.run(cfg, data, store, dist=ctx, progress=args.progress,
-                                           retry_failed=args.retry_failed, log=say)
-                        if status == "skipped":
-                            say(f"[{fw}/{rule}/{name}/seed {seed}] already in "
-                                f"{store.path}; skipped")
+    try:
+        if args.mode == "speed":
+            source = _speed_all(args, store, say) if ctx.rank == 0 else ""
+        else:
+            source = _train_all(args, ctx, store, say)
+            if source is None:
+                return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: finished measurements and epochs are in {store.path}; rerun the "
+              "same command to resume", file=sys.stderr)
+        return 130
     if ctx.rank != 0:
         return 0
     store = Store(args.out)  # everything recorded, this run's and earlier ones
     header = (f"# spikegrad benchmark: {args.mode} mode\n\n`{command}`\n\n"
-              f"Machine: {metrics.machine(torch.device(args.device))}; {header_data}; "
+              f"Machine: {metrics.machine(torch.device(args.device))}; {source}; "
               f"{time.strftime('%Y-%m-%d %H:%M')}; this invocation took "
               f"{time.perf_counter() - t0:.0f} s.")
     text = summary(store.rows, header, epochs=args.epochs if args.mode == "train" else None)

@@ -2,15 +2,16 @@
 implementation ran, library versions and the machine.
 
 Synaptic operations follow NeuroBench's definitions: an *effective* operation is one whose
-input is non-zero; it is an accumulate (AC) when the layer's input is binary (spikes: every
-value 0 or 1) and a multiply-accumulate (MAC) otherwise (analog inputs such as the image, a
-PSP trace or integer strengths). A layer's count is the number of (non-zero input, weight)
-pairs, i.e. the layer applied with all-one weights and no bias to the non-zero mask of its
-input, summed. Reported per sample (one inference over all ``T`` steps).
+input and weight are both non-zero; it is an accumulate (AC) when the layer's input is binary
+(spikes: every value 0 or 1) and a multiply-accumulate (MAC) otherwise (analog inputs such as
+the image, a PSP trace or integer strengths). A layer's count is the layer applied, without
+bias, to the non-zero mask of its input with the non-zero mask of its weights, summed; *dense*
+counts every (input, weight) pair. Reported per sample (one inference over all ``T`` steps).
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
 import os
 import platform
@@ -48,11 +49,13 @@ class Counters:
         self.elements: dict[int, int] = {}
         self.acs = 0.0
         self.macs = 0.0
+        self.dense = 0.0
         self.samples = 0
 
     def observe(self, k: int, neuron: nn.Module, out: torch.Tensor) -> None:
         tau_s = neuron_tau_s(neuron)
-        s = reset_term.spikes_from_trace(out.float(), tau_s) if tau_s is not None else out
+        s = (reset_term.spikes_from_trace(out.float(), tau_s).round()  # binary spikes; the
+             if tau_s is not None else out)  # rounding undoes a low-precision trace's error
         self.spikes[k] = self.spikes.get(k, 0.0) + float(s.float().sum())
         self.elements[k] = self.elements.get(k, 0) + s.numel()
 
@@ -61,13 +64,19 @@ class Counters:
         mask = (x != 0).to(torch.float32)
         binary = bool(((x == 0) | (x == 1)).all())
         with torch.no_grad():
+            nonzero_w = (module.weight != 0).to(torch.float32)
             if isinstance(module, nn.Conv2d):
-                ones = torch.ones_like(module.weight, dtype=torch.float32)
                 flat = mask.reshape(-1, *mask.shape[-3:])
-                ops = float(F.conv2d(flat, ones, None, module.stride, module.padding,
-                                     module.dilation, module.groups).sum())
-            else:  # Linear: every non-zero input reaches all outputs
-                ops = float(mask.sum()) * module.out_features
+                conv = functools.partial(F.conv2d, bias=None, stride=module.stride,
+                                         padding=module.padding, dilation=module.dilation,
+                                         groups=module.groups)
+                ops = float(conv(flat, nonzero_w).sum())
+                dense = float(conv(torch.ones_like(flat[:1]), torch.ones_like(nonzero_w)).sum())
+                dense *= flat.shape[0]
+            else:  # Linear
+                ops = float((mask.reshape(-1, mask.shape[-1]) @ nonzero_w.T).sum())
+                dense = float(mask[..., 0].numel()) * module.weight.numel()
+        self.dense += dense
         if binary:
             self.acs += ops
         else:
@@ -79,8 +88,9 @@ class Counters:
 
     def synops(self) -> dict[str, float | None]:
         if not self.samples:
-            return {"acs": None, "macs": None}
-        return {"acs": self.acs / self.samples, "macs": self.macs / self.samples}
+            return {"acs": None, "macs": None, "dense": None}
+        return {"acs": self.acs / self.samples, "macs": self.macs / self.samples,
+                "dense": self.dense / self.samples}
 
 
 @contextmanager

@@ -9,6 +9,14 @@ from suite.recipes import RULES
 from suite.store import final_rows
 
 
+def _save(fig, path: Path) -> Path:
+    """Save ``fig`` as PNG through a temporary file, so that a crash leaves no broken image."""
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=100)
+    tmp.replace(path)
+    return path
+
+
 def _plt():
     import matplotlib
 
@@ -16,6 +24,7 @@ def _plt():
     import matplotlib.pyplot as plt
 
     return plt
+
 
 
 def accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
@@ -40,8 +49,11 @@ def accuracy(rows: list[dict[str, Any]], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set_ylabel("test accuracy %")
+    from matplotlib.ticker import MaxNLocator
+
+    axes[0][0].xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -69,7 +81,7 @@ def cost(rows: list[dict[str, Any]], path: Path) -> Path | None:
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
 
@@ -98,7 +110,7 @@ def speed(rows: list[dict[str, Any]], path: Path) -> Path | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    _save(fig, path)
     plt.close(fig)
     return path
 

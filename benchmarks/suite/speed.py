@@ -48,30 +48,34 @@ class Case:
     batch: int
     T: int
     device: str
+    threads: int = 0  # torch CPU threads (part of the id: they change CPU timings)
 
     @property
     def config_id(self) -> str:
         return (f"speed:{self.framework}:{self.rule}:{self.what}:{self.neurons}:{self.batch}:"
-                f"{self.T}:{self.device}")
+                f"{self.T}:{self.device}:{self.threads}")
 
 
 def cases(frameworks: list[str], rules: list[str], device: str, quick: bool,
-          ts: tuple[int, ...] | None = None) -> Iterator[Case]:
-    """Every measurement of a speed run (``native`` first, the ratios' reference)."""
+          ts: tuple[int, ...] | None = None, batch: int | None = None) -> Iterator[Case]:
+    """Every measurement of a speed run (``native`` first, the ratios' reference); ``ts`` and
+    ``batch`` replace the default time steps and batch size."""
     wanted = ["native"] + [r for r in SPEED_RULES[1:] if r in rules]
     gpu = device.startswith("cuda")
     sizes = (256,) if quick else (GPU_SIZES if gpu else CPU_SIZES)
     ts = ts or ((4, 8) if quick else TS)
+    threads = torch.get_num_threads()
     for fw in frameworks:
         for what in ("layer", "train-step"):
             for n in sizes:
                 for T in ts:
                     for rule in wanted:
-                        yield Case(fw, rule, what, n, BATCH, T, device)
+                        yield Case(fw, rule, what, n, batch or BATCH, T, device, threads)
         if not quick:
             for rule in wanted:
                 yield Case(fw, rule, "train-step", OPEN_NEUROMORPHIC["neurons"],
-                           OPEN_NEUROMORPHIC["batch"], OPEN_NEUROMORPHIC["T"], device)
+                           OPEN_NEUROMORPHIC["batch"], OPEN_NEUROMORPHIC["T"], device,
+                           threads)
 
 
 def make(framework: str, rule: str) -> nn.Module:
@@ -138,7 +142,8 @@ def measure(case: Case, min_run_time: float) -> dict[str, Any]:
 def row(case: Case, **fields: Any) -> dict[str, Any]:
     base = {"mode": "speed", "config_id": case.config_id, "framework": case.framework,
             "rule": case.rule, "what": case.what, "neurons": case.neurons, "batch": case.batch,
-            "T": case.T, "device": case.device, "dataset": None, "arch": None, "seed": 0,
+            "T": case.T, "device": case.device, "threads": case.threads, "dataset": None,
+            "arch": None, "seed": 0,
             "status": "ok", "impl": None, "impl_reason": None, "test_acc": None,
             "best_test_acc": None, "epoch": None, "step_ms_forward": None,
             "step_ms_backward": None, "peak_mem_mb": None, "spike_rate": None,
@@ -148,10 +153,14 @@ def row(case: Case, **fields: Any) -> dict[str, Any]:
     return base
 
 
-def run(case: Case, store: Store, *, min_run_time: float, log: Callable[[str], None] = print
-        ) -> str:
-    """Measure ``case`` unless ``results.jsonl`` has it; failures are recorded, not raised."""
-    if store.of(case.config_id):
+def run(case: Case, store: Store, *, min_run_time: float, retry_failed: bool = False,
+        log: Callable[[str], None] = print) -> str:
+    """Measure ``case`` unless ``results.jsonl`` has it (a recorded failure is measured again
+    with ``retry_failed``); failures are recorded, not raised."""
+    done = store.of(case.config_id)
+    if done and retry_failed and done[-1].get("status") == "failed":
+        store.drop(case.config_id)
+    elif done:
         return "skipped"
     if not case.device.startswith("cuda") and case.T == OPEN_NEUROMORPHIC["T"]:
         store.add(row(case, status="skipped", error=(

@@ -16,9 +16,12 @@ batch is ``--batch-size``, split evenly), gradients are averaged by
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import math
+import os
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -146,14 +149,15 @@ def evaluate(net: nn.Module, rec: recipes.Recipe, data, idx: torch.Tensor, cfg: 
             counters.samples += len(y)
     n_layers = len(counters.spike_rate)
     totals = dist.all_sum([correct, loss_sum, counters.samples, counters.acs, counters.macs,
+                           counters.dense,
                            *(counters.spikes[k] for k in range(n_layers)),
                            *(float(counters.elements[k]) for k in range(n_layers))], device)
-    correct, loss_sum, samples, acs, macs = totals[:5]
-    spikes, elements = totals[5:5 + n_layers], totals[5 + n_layers:]
+    correct, loss_sum, samples, acs, macs, dense = totals[:6]
+    spikes, elements = totals[6:6 + n_layers], totals[6 + n_layers:]
     inner.train()
     return {"test_acc": 100.0 * correct / samples, "test_loss": loss_sum / samples,
             "spike_rate": [s / e for s, e in zip(spikes, elements, strict=True)],
-            "synops": {"acs": acs / samples, "macs": macs / samples}}
+            "synops": {"acs": acs / samples, "macs": macs / samples, "dense": dense / samples}}
 
 
 def _row(cfg: TrainConfig, **fields: Any) -> dict[str, Any]:
@@ -169,12 +173,12 @@ def _row(cfg: TrainConfig, **fields: Any) -> dict[str, Any]:
 
 def run(cfg: TrainConfig, data, store: Store, *, dist: Dist, progress: bool = True,
         retry_failed: bool = False, log: Callable[[str], None] = print) -> str:
-    """Train ``cfg`` (or resume it, or skip it); returns ``"done"``, ``"skipped"`` or
-    ``"failed"``."""
+    """Train ``cfg`` (or resume it, or skip it); returns ``"done"``, ``"skipped"`` (already
+    recorded), ``"failed"`` or ``"failed before"`` (recorded as failed by an earlier run)."""
     rows = store.of(cfg.config_id)
     if any(r.get("status") == "failed" for r in rows):
         if not retry_failed:
-            return "skipped"
+            return "failed before"
         if dist.rank == 0:
             store.drop(cfg.config_id)
         dist.barrier()
@@ -182,15 +186,16 @@ def run(cfg: TrainConfig, data, store: Store, *, dist: Dist, progress: bool = Tr
     done = max((r["epoch"] for r in rows), default=0)
     if done >= cfg.epochs:
         return "skipped"
-    ckpt = store.dir / "checkpoints" / f"{cfg.config_id}.pt"
-    state = {"epoch": 0, "best": None, "impl": (None, None)}
+    state = {"epoch": done, "best": None, "impl": (None, None)}
     try:
-        return _train(cfg, data, store, ckpt, done, state, dist, progress, log)
+        return _train(cfg, data, store, done, state, dist, progress, log)
     except Exception as exc:  # noqa: BLE001 - one failed configuration must not stop the rest
         if cfg.device.startswith("cuda"):
             torch.cuda.empty_cache()
         msg = f"{type(exc).__name__}: {exc}".strip()
-        log(f"[{cfg.framework}/{cfg.rule}] FAILED after epoch {state['epoch']}: {msg}")
+        rank = f" (rank {dist.rank})" if dist.world > 1 else ""
+        print(f"[{cfg.framework}/{cfg.rule}]{rank} FAILED after epoch {state['epoch']}: {msg}",
+              file=sys.stderr, flush=True)
         if dist.rank == 0:
             store.add(_row(cfg, status="failed", error=msg[:2000], epoch=state["epoch"] or None,
                            best_test_acc=state["best"], impl=state["impl"][0],
@@ -198,7 +203,13 @@ def run(cfg: TrainConfig, data, store: Store, *, dist: Dist, progress: bool = Tr
         return "failed"
 
 
-def _train(cfg: TrainConfig, data, store: Store, ckpt: Path, done: int, state: dict,
+def checkpoint_path(store: Store, cfg: TrainConfig, epoch: int) -> Path:
+    """Where the state after ``epoch`` is kept (one file per epoch; older ones are removed once
+    the next epoch's row is written, so a crash between the two never loses the way back)."""
+    return store.dir / "checkpoints" / f"{cfg.config_id}-epoch{epoch}.pt"
+
+
+def _train(cfg: TrainConfig, data, store: Store, done: int, state: dict,
            dist: Dist, progress: bool, log: Callable[[str], None]) -> str:
     device = torch.device(cfg.device)
     rec = recipes.recipe(cfg.rule, cfg.recipe)
@@ -210,22 +221,21 @@ def _train(cfg: TrainConfig, data, store: Store, ckpt: Path, done: int, state: d
     scaler = torch.amp.GradScaler(device.type, enabled=cfg.amp and device.type == "cuda")
     state["impl"] = metrics.implementation(
         net.neurons(), device, _amp_dtype(device) if cfg.amp else torch.float32)
+    ckpt = checkpoint_path(store, cfg, done)
     if done and ckpt.exists():
-        saved = torch.load(ckpt, map_location=device, weights_only=False)
-        if saved["epoch"] != done:
-            raise RuntimeError(f"checkpoint {ckpt} is at epoch {saved['epoch']} but "
-                               f"results.jsonl at {done}; remove one of them")
+        saved = torch.load(ckpt, map_location=device, weights_only=True)
         net.load_state_dict(saved["model"])
         opt.load_state_dict(saved["opt"])
         if sched is not None:
             sched.load_state_dict(saved["sched"])
-        torch.set_rng_state(saved["rng"])
+        scaler.load_state_dict(saved["scaler"])
+        torch.set_rng_state(saved["rng"].cpu())
         log(f"[{cfg.framework}/{cfg.rule}] resuming after epoch {done}")
     elif done:
         raise RuntimeError(f"results.jsonl has {done} epochs of this configuration but its "
                            f"checkpoint {ckpt} is missing; remove its rows or use another --out")
-    state["epoch"] = done
-    state["best"] = max((r["test_acc"] for r in store.of(cfg.config_id)), default=None)
+    accs = [r["test_acc"] for r in store.of(cfg.config_id) if r.get("test_acc") is not None]
+    state["best"] = max(accs, default=None)
     model = net
     if dist.world > 1:
         model = nn.parallel.DistributedDataParallel(
@@ -236,6 +246,10 @@ def _train(cfg: TrainConfig, data, store: Store, ckpt: Path, done: int, state: d
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the "
                          f"{dist.world} processes")
     steps = math.ceil(len(train_idx) / cfg.batch_size)
+    if len(train_idx) % cfg.batch_size and len(train_idx) % cfg.batch_size < dist.world:
+        steps -= 1  # a last batch too small to give every process a sample is dropped
+    if steps < 1:
+        raise ValueError(f"{len(train_idx)} training samples cannot feed {dist.world} processes")
     warm_steps = round(rec.warm_up_fraction * steps)  # independent of --epochs: resumable
     loss_fn = recipes.loss_fn(rec)
     name = f"{cfg.framework}/{cfg.rule}"
@@ -245,6 +259,7 @@ def _train(cfg: TrainConfig, data, store: Store, ckpt: Path, done: int, state: d
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         t_fwd, t_bwd, t_opt, loss_sum, seen = [], [], [], 0.0, 0
+        load_start = os.getloadavg()[0]
         t_epoch = time.perf_counter()
         bar = tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    mininterval=2, disable=not progress or dist.rank != 0)
@@ -285,6 +300,7 @@ def _train(cfg: TrainConfig, data, store: Store, ckpt: Path, done: int, state: d
             loss_sum += loss_value * len(idx)
             seen += len(idx)
         epoch_s = time.perf_counter() - t_epoch
+        load = [load_start, os.getloadavg()[0]]
         recipes.set_warm_up(net, False)
         if sched is not None:
             sched.step()
@@ -297,7 +313,11 @@ def _train(cfg: TrainConfig, data, store: Store, ckpt: Path, done: int, state: d
         log(f"[{name}] epoch {epoch + 1}: train loss {loss_total / seen_total:.4f}, test acc "
             f"{ev['test_acc']:.2f} %, spike rates {', '.join(f'{r:.3f}' for r in ev['spike_rate'])}"
             f", {epoch_s:.0f} s")
-        if dist.rank == 0:
+        if max(load) > (os.cpu_count() or 1):
+            log(f"[{name}] warning: load average {max(load):.1f} > {os.cpu_count()} cores during "
+                "this epoch: its times include other work")
+        if dist.rank == 0:  # the checkpoint first: a row always has its checkpoint
+            _save(checkpoint_path(store, cfg, epoch + 1), net, opt, sched, scaler, epoch + 1)
             store.add(_row(
                 cfg, epoch=epoch + 1, impl=state["impl"][0], impl_reason=state["impl"][1],
                 test_acc=ev["test_acc"], best_test_acc=state["best"], test_loss=ev["test_loss"],
@@ -306,19 +326,26 @@ def _train(cfg: TrainConfig, data, store: Store, ckpt: Path, done: int, state: d
                 step_ms_forward=1e3 * statistics.median(t_fwd),
                 step_ms_backward=1e3 * statistics.median(t_bwd),
                 step_ms_optimizer=1e3 * statistics.median(t_opt), peak_mem_mb=peak,
+                step_ms_spread=_spread(t_fwd, t_bwd), load_avg=load, cpu_cores=os.cpu_count(),
                 steps_per_epoch=steps, train_images=len(train_idx), test_images=len(test_idx),
                 world_size=dist.world, recipe_detail=rec.describe(),
                 machine=metrics.machine(device)))
-            _save(ckpt, net, opt, sched, epoch + 1)
+            checkpoint_path(store, cfg, epoch).unlink(missing_ok=True)
         dist.barrier()
     return "done"
 
 
-def _save(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any, epoch: int) -> None:
-    import io
+def _spread(t_fwd: list[float], t_bwd: list[float]) -> dict[str, float]:
+    """Minimum and quartiles of the per-step forward + backward times, in ms."""
+    total = sorted(1e3 * (f + b) for f, b in zip(t_fwd, t_bwd, strict=True))
+    q = statistics.quantiles(total, n=4) if len(total) > 1 else [total[0]] * 3
+    return {"min": total[0], "q1": q[0], "q3": q[2]}
 
+
+def _save(path: Path, net: nn.Module, opt: torch.optim.Optimizer, sched: Any,
+          scaler: torch.amp.GradScaler, epoch: int) -> None:
     buf = io.BytesIO()
     torch.save({"epoch": epoch, "model": net.state_dict(), "opt": opt.state_dict(),
                 "sched": None if sched is None else sched.state_dict(),
-                "rng": torch.get_rng_state()}, buf)
+                "scaler": scaler.state_dict(), "rng": torch.get_rng_state()}, buf)
     atomic_write(path, buf.getvalue())

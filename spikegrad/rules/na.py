@@ -411,4 +411,6 @@ def implementation(cfg: NA | None = None, device: str | torch.device = "cpu",
         return "torch (requested)"
     if probe.device.type != "cpu":
         return f"torch (the compiled kernel is CPU-only; tensors on {probe.device})"
+    if dtype not in (torch.float32, torch.float64):
+        return f"torch (the compiled kernel takes float32/float64, not {dtype})"
     return f"torch ({na_cpu.status()})"

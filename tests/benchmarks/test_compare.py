@@ -124,8 +124,7 @@ def test_interrupted_run_resumes_from_its_last_epoch(small_data, tmp_path, monke
         return real_fetch(ds, idx)
 
     monkeypatch.setattr(train, "fetch", killed_in_epoch_2)
-    with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path / "resumed", *args)
+    assert _run(tmp_path / "resumed", *args) == 130  # interrupted, says how to resume
     rows = _rows(tmp_path / "resumed")
     assert [r["epoch"] for r in rows] == [1]
     monkeypatch.setattr(train, "fetch", real_fetch)
@@ -139,6 +138,29 @@ def test_interrupted_run_resumes_from_its_last_epoch(small_data, tmp_path, monke
     assert len(_rows(tmp_path / "resumed")) == 3
 
 
+def test_a_crash_between_checkpoint_and_row_loses_nothing(small_data, tmp_path, monkeypatch):
+    """The epoch's checkpoint is written before its row, and the previous checkpoint is kept
+    until the row is: a crash between the two resumes from the last recorded epoch."""
+    args = ("--rules", "reset-term", "--framework", "snntorch", "--epochs", "2")
+    assert _run(tmp_path / "straight", *args) == 0
+    real_add = store.Store.add
+
+    def crash_on_epoch_2(self, row):
+        if row.get("epoch") == 2:
+            raise KeyboardInterrupt
+        real_add(self, row)
+
+    monkeypatch.setattr(store.Store, "add", crash_on_epoch_2)
+    assert _run(tmp_path / "r", *args) == 130
+    assert [r["epoch"] for r in _rows(tmp_path / "r")] == [1]
+    monkeypatch.setattr(store.Store, "add", real_add)
+    assert _run(tmp_path / "r", *args) == 0
+    _same_training(_final(_rows(tmp_path / "r"), "reset-term", "snntorch"),
+                   _final(_rows(tmp_path / "straight"), "reset-term", "snntorch"))
+    assert [p.name.split("-")[-1] for p in (tmp_path / "r" / "checkpoints").iterdir()] == [
+        "epoch2.pt"]
+
+
 def test_more_epochs_continue_a_finished_run(small_data, tmp_path):
     args = ("--rules", "baseline", "--framework", "snntorch")
     assert _run(tmp_path / "a", *args, "--epochs", "1") == 0
@@ -149,7 +171,7 @@ def test_more_epochs_continue_a_finished_run(small_data, tmp_path):
 
     def summary_epochs() -> list[str]:
         lines = (tmp_path / "a" / "summary.md").read_text().splitlines()
-        return [line.split("|")[8].strip() for line in lines if line.startswith("| baseline |")]
+        return [line.split("|")[9].strip() for line in lines if line.startswith("| baseline |")]
 
     assert summary_epochs() == ["2"]
     assert _run(tmp_path / "a", *args, "--epochs", "1") == 0  # the summary at this budget
@@ -207,15 +229,17 @@ def test_bad_options_are_refused_by_name(argv, message, capsys):
 def test_corrupt_results_file_is_reported_not_overwritten(tmp_path, capsys):
     out = tmp_path / "o"
     out.mkdir()
-    (out / "results.jsonl").write_text('{"a": 1}\n{"truncated": \n')
+    good = json.dumps({"mode": "train", "config_id": "x", "status": "ok", "framework": "snntorch",
+                       "rule": "na", "epoch": 1, "test_acc": 50.0})
+    (out / "results.jsonl").write_text(good + '\n{"truncated": \n')
     assert compare.main(["--out", str(out), "--framework", "snntorch"]) == 2
     assert "line 2" in capsys.readouterr().err
-    assert (out / "results.jsonl").read_text() == '{"a": 1}\n{"truncated": \n'
+    assert (out / "results.jsonl").read_text() == good + '\n{"truncated": \n'
 
 
 def test_results_are_replaced_atomically(tmp_path, monkeypatch):
     s = store.Store(tmp_path)
-    row = {k: None for k in store.KEYS}
+    row = {**{k: None for k in store.KEYS}, "mode": "train", "status": "ok"}
     s.add({**row, "config_id": "a"})
     before = (tmp_path / "results.jsonl").read_bytes()
 
@@ -229,6 +253,45 @@ def test_results_are_replaced_atomically(tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".results.jsonl.*"))  # no temporary left behind
     with pytest.raises(ValueError, match="lacks the keys"):
         s.add({"config_id": "c"})
+
+
+def test_two_runs_sharing_an_output_directory_keep_each_others_rows(tmp_path):
+    row = {**{k: None for k in store.KEYS}, "mode": "train", "status": "ok"}
+    a, b = store.Store(tmp_path), store.Store(tmp_path)  # two processes' views
+    a.add({**row, "config_id": "a1"})
+    b.add({**row, "config_id": "b1"})  # b never saw a1: it re-reads under the lock
+    a.add({**row, "config_id": "a2"})
+    assert [r["config_id"] for r in _rows(tmp_path)] == ["a1", "b1", "a2"]
+
+
+def test_a_row_without_its_keys_is_reported_with_its_line(tmp_path):
+    (tmp_path / "results.jsonl").write_text('{"mode": "train", "rule": "na"}\n')
+    with pytest.raises(store.CorruptResults, match="line 1: no config_id, status"):
+        store.Store(tmp_path)
+
+
+def test_an_arch_that_does_not_fit_the_data_is_an_error_not_failed_rows(small_data, tmp_path,
+                                                                        capsys):
+    assert _run(tmp_path / "o", "--arch", "100-10") == 2
+    err = capsys.readouterr().err
+    assert "--arch 100-10 does not fit" in err and "(1, 8, 8)" in err
+    assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_the_same_recipe_is_not_trained_twice(small_data, tmp_path, capsys):
+    assert _run(tmp_path / "o", "--rules", "multi-strength", "na", "--recipe", "paper",
+                "common", "--framework", "snntorch", "--epochs", "1") == 0
+    assert sorted((r["rule"], r["recipe"]) for r in _rows(tmp_path / "o")) == [
+        ("multi-strength", "paper"), ("na", "common"), ("na", "paper")]
+    assert "is the paper recipe of multi-strength" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("option", [["--arch", "na-mnist"], ["--epochs", "2"], ["--amp"],
+                                    ["--seed", "1"], ["--recipe", "common"]])
+def test_speed_mode_refuses_train_options(option, capsys):
+    with pytest.raises(SystemExit):
+        compare.main(["--mode", "speed", *option])
+    assert "train mode only" in capsys.readouterr().err
 
 
 def test_torchrun_two_processes_train_like_one(tmp_path):
@@ -255,6 +318,13 @@ def test_torchrun_two_processes_train_like_one(tmp_path):
         assert math.isclose(a["train_loss"], b["train_loss"], rel_tol=1e-4)
         assert abs(a["test_acc"] - b["test_acc"]) <= 2.5  # one test image of 40
     assert multi.stdout.count("Cross-framework") == 0 and multi.stdout.count("wrote ") == 1
+    # a last batch smaller than the number of processes is dropped, not fed empty to a rank
+    odd = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+         "--master_port", "29518", script, *common, "--train-subset", "65", "--epochs", "1",
+         "--out", str(tmp_path / "odd")], env=env, capture_output=True, text=True, timeout=300)
+    assert odd.returncode == 0, odd.stderr[-3000:]
+    assert [(r["status"], r["steps_per_epoch"]) for r in _rows(tmp_path / "odd")] == [("ok", 2)]
 
 
 def test_event_frames_train_through_the_cli(tmp_path):

@@ -30,10 +30,12 @@ def _brute_conv_ops(x: torch.Tensor, conv: nn.Conv2d) -> int:
     h_out, w_out = h + 2 * p - k + 1, w + 2 * p - k + 1
     ops = 0
     for b, i, j in itertools.product(range(x.shape[0]), range(h_out), range(w_out)):
-        for c, di, dj in itertools.product(range(c_in), range(k), range(k)):
+        for o, c, di, dj in itertools.product(range(conv.out_channels), range(c_in), range(k),
+                                              range(k)):
             r, q = i + di - p, j + dj - p
-            if 0 <= r < h and 0 <= q < w and x[b, c, r, q] != 0:
-                ops += conv.out_channels
+            if (0 <= r < h and 0 <= q < w and x[b, c, r, q] != 0
+                    and conv.weight[o, c, di, dj] != 0):
+                ops += 1
     return ops
 
 
@@ -42,15 +44,21 @@ def test_synaptic_operations_match_a_brute_force_count(padding):
     g = torch.Generator().manual_seed(0)
     conv = nn.Conv2d(2, 3, 3, padding=padding, bias=False)
     lin = nn.Linear(20, 7, bias=False)
+    with torch.no_grad():
+        conv.weight[0] = 0.0  # a pruned output channel: no effective operations
+        lin.weight[:, :5] = 0.0
     spikes = (torch.rand(2, 2, 6, 6, generator=g) > 0.7).float()
     analog = torch.rand(2, 20, generator=g) * (torch.rand(2, 20, generator=g) > 0.5)
     c = metrics.Counters()
     c.synapse_hook(conv, (spikes,))
     c.synapse_hook(lin, (analog,))
     assert c.acs == _brute_conv_ops(spikes, conv)  # binary input: accumulates
-    assert c.macs == int((analog != 0).sum()) * 7  # analog input: multiply-accumulates
+    assert c.macs == int((analog[:, 5:] != 0).sum()) * 7  # analog input: multiply-accumulates
+    full = nn.Conv2d(2, 3, 3, padding=padding, bias=False)
+    nn.init.ones_(full.weight)
+    dense = _brute_conv_ops(torch.ones_like(spikes), full) + 2 * 20 * 7  # every pair
     c.samples = 2
-    assert c.synops() == {"acs": c.acs / 2, "macs": c.macs / 2}
+    assert c.synops() == {"acs": c.acs / 2, "macs": c.macs / 2, "dense": dense / 2}
 
 
 def test_spike_rate_of_a_trace_output_counts_its_spikes():
