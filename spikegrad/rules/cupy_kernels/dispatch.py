@@ -24,8 +24,9 @@ __all__ = ["BACKENDS", "KERNEL_DTYPES", "INSTALL_HINT", "Choice", "cupy_problem"
 
 BACKENDS = ("torch", "cupy", "auto")
 KERNEL_DTYPES = (torch.float32, torch.float16)
-INSTALL_HINT = ("pip install cupy-cuda12x / cupy-cuda13x, matching the CUDA major version of "
-                "your torch build")
+INSTALL_HINT = ("pip install 'spikegrad[cupy]' (cupy-cuda13x, for torch built with CUDA 13) or "
+                "'spikegrad[cupy12]' (cupy-cuda12x, CUDA 12), matching your torch build's "
+                "torch.version.cuda")
 
 
 @dataclass(frozen=True)
