@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib
 import operator
 import os
 import shutil
@@ -39,28 +40,13 @@ from typing import Any
 import torch
 from torch.utils.data import Dataset, TensorDataset
 
-if __package__:  # imported as benchmarks.datasets
-    from .data_formats import (
-        CIFAR_FOLDER,
-        NMNIST_FRAME,
-        TONIC_INSTALL,
-        NMNISTFrames,
-        cifar_folder,
-        import_tonic,
-        nmnist_folder,
-        read_cifar10,
-    )
-else:  # the scripts' way: benchmarks/ on sys.path
-    from data_formats import (
-        CIFAR_FOLDER,
-        NMNIST_FRAME,
-        TONIC_INSTALL,
-        NMNISTFrames,
-        cifar_folder,
-        import_tonic,
-        nmnist_folder,
-        read_cifar10,
-    )
+# imported as benchmarks.datasets, or the scripts' way (benchmarks/ on sys.path)
+_formats = importlib.import_module(f"{__package__}.data_formats" if __package__ else "data_formats")
+CIFAR_FOLDER, NMNIST_FRAME, TONIC_INSTALL = (_formats.CIFAR_FOLDER, _formats.NMNIST_FRAME,
+                                             _formats.TONIC_INSTALL)
+NMNISTFrames, cifar_folder, import_tonic = (_formats.NMNISTFrames, _formats.cifar_folder,
+                                            _formats.import_tonic)
+nmnist_folder, read_cifar10 = _formats.nmnist_folder, _formats.read_cifar10
 
 ENV_VAR = "SPIKEGRAD_DATA"
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

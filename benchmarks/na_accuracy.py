@@ -51,7 +51,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import platform
 import shlex
 import sys
@@ -70,6 +69,7 @@ except ImportError:  # pragma: no cover - tqdm is in the bench extra
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import DatasetNotFound, fashion_mnist_tensors  # noqa: E402
+from suite.metrics import machine as cpu_machine  # noqa: E402
 
 from spikegrad import neurons  # noqa: E402
 from spikegrad.rules import na as na_rule  # noqa: E402
@@ -267,16 +267,8 @@ def run_rule(rule: str, data, args: argparse.Namespace, log=print) -> dict:
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores visible, {torch.get_num_threads()} torch threads, "
-            f"torch {torch.__version__}, Python {platform.python_version()}, {platform.system()}")
+    return (f"{cpu_machine(torch.device('cpu'))}, torch {torch.__version__}, Python "
+            f"{platform.python_version()}")
 
 
 def format_table(rows: list[dict], args: argparse.Namespace, source: str, command: str) -> str:
