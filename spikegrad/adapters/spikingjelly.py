@@ -125,8 +125,11 @@ class SpikegradNode(neuron.BaseNode):
     # --- backend (0.0.0.0.14 has it on every node; on 2.x it is spikegrad's own option) ----
     @property
     def supported_backends(self) -> tuple[str, ...]:
-        """``("torch", "cupy")`` in multi-step mode, ``("torch",)`` in single-step mode."""
-        return ("torch", "cupy") if self.step_mode == "m" else ("torch",)
+        """``("torch", "cupy")`` in multi-step mode for a configuration with fused kernels,
+        else ``("torch",)`` (so the host's ``set_backend`` warns and skips such a node)."""
+        if self.step_mode != "m" or isinstance(self._kernel(), str):
+            return ("torch",)
+        return ("torch", "cupy")
 
     @property
     def backend(self) -> str:
@@ -135,15 +138,25 @@ class SpikegradNode(neuron.BaseNode):
 
     @backend.setter
     def backend(self, value: str) -> None:
-        kernel = self._cupy_kernel() if getattr(self, "_sg_ready", False) else None
+        ready = getattr(self, "_sg_ready", False)
+        kernel = self._kernel() if ready and value == "cupy" else None  # none built for torch
         dispatch.check_backend(value, step_mode=self.step_mode, kernel=kernel)
         self._sg_backend = value
 
     def _choice(self, x: torch.Tensor | None = None, strict: bool = False) -> dispatch.Choice:
         last = getattr(self, "_sg_input", None) or (None, None)
         device, dtype = (x.device, x.dtype) if x is not None else last
-        return dispatch.select(self.backend, step_mode=self.step_mode, kernel=self._cupy_kernel(),
+        kernel = None if self.backend == "torch" else self._kernel()
+        return dispatch.select(self.backend, step_mode=self.step_mode, kernel=kernel,
                                device=device, dtype=dtype, bypass=self._bypass(), strict=strict)
+
+    def _kernel(self) -> Any:
+        """:meth:`_cupy_kernel`, with a configuration the generator refuses (a constant that is
+        no finite float32, a surrogate without a CUDA expression) as its reason string."""
+        try:
+            return self._cupy_kernel()
+        except (NotImplementedError, ValueError) as exc:
+            return f"no CuPy kernel for this configuration: {exc}"
 
     @property
     def implementation(self) -> str:

@@ -142,6 +142,8 @@ class NALIFNode(SpikegradNode):
     kernel where available); in ``"s"`` mode every step records into a window whose backward
     passes replay the neighbors causally, with equal gradients. A window starts at
     ``reset()``/``functional.reset_net``. ``rescale`` needs the whole window: ``"m"`` mode only.
+    With the CuPy kernels and float16 inputs the pre-reset state ``u`` stays float32 (the
+    spike is decided on it once; see :mod:`spikegrad.rules.cupy_kernels.kernels`).
 
     Args:
         tau: membrane time constant ``> 1`` (the authors' 5: leak 0.8).
@@ -194,9 +196,10 @@ class NALIFNode(SpikegradNode):
         return out, self._post_reset(u).detach(), u, trace
 
     def _multi(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
-        out, u_seq = na.NAFunction.apply(self._input(x_seq), self.rule, self.rescale, u.detach(),
-                                         trace.detach())
-        return self._na_returns(out, u_seq, u)
+        x_seq = self._input(x_seq)
+        out, u_seq = na.NAFunction.apply(x_seq, self.rule, self.rescale,
+                                         u.detach().to(x_seq.dtype), trace.detach())
+        return self._na_returns(out, u_seq)
 
     def _cupy_kernel(self) -> Any:
         return kernels.na_spec(self.rule)
@@ -204,11 +207,12 @@ class NALIFNode(SpikegradNode):
     def _multi_cupy(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
         out, u_seq = fused.na_sequence(self._input(x_seq), self._cupy_kernel(), self.rescale,
                                        u.detach(), trace.detach())
-        return self._na_returns(out, u_seq, u)
+        return self._na_returns(out, u_seq)
 
-    def _na_returns(self, out, u_seq, u):  # noqa: ANN001, ANN202
-        v_seq = self._post_reset(u_seq.detach())
-        last = out[-1].detach() if self.rule.tau_s is not None else torch.zeros_like(u)
+    def _na_returns(self, out, u_seq):  # noqa: ANN001, ANN202
+        # the kernels' u is float32 for float16 inputs: decide the spike on it, then round v
+        v_seq = self._post_reset(u_seq.detach()).to(out.dtype)
+        last = out[-1].detach() if self.rule.tau_s is not None else torch.zeros_like(v_seq[-1])
         self._window = None
         return out, v_seq, (v_seq[-1], u_seq[-1].detach(), last)
 

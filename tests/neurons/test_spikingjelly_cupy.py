@@ -18,6 +18,8 @@ import pytest
 pytest.importorskip("spikingjelly")
 
 import torch  # noqa: E402
+from spikingjelly.activation_based import functional  # noqa: E402
+from spikingjelly.activation_based import surrogate as sj_surrogate  # noqa: E402
 
 from spikegrad.neurons import (  # noqa: E402
     HTDGLIFNode,
@@ -73,7 +75,7 @@ def device(request, monkeypatch):
     def cpu_as_gpu(backend, **kw):
         return real(backend, **{**kw, "device": None})
 
-    monkeypatch.setattr(dispatch, "cupy_problem", lambda: None)
+    monkeypatch.setattr(dispatch, "cupy_problem", lambda device=None: None)
     monkeypatch.setattr(dispatch, "select", cpu_as_gpu)
     return "cpu"
 
@@ -135,3 +137,78 @@ def test_na_rescale_through_the_node(device):
         (g,) = torch.autograd.grad((out * randn_like(out, seed=1)).sum(), xi)
         grads.append(g)
     torch.testing.assert_close(grads[0], grads[1], **TOL)
+
+
+def _half_ready(device):
+    if device == "cpu" and host.float16_problem() is not None:
+        pytest.skip(host.float16_problem())
+
+
+@pytest.mark.parametrize("dtype", [F32, torch.float16], ids=["f32", "f16"])
+@pytest.mark.parametrize("cls, kw", CASES)
+def test_one_call_equals_two_chained_calls(cls, kw, dtype, device):
+    """The state a call leaves is the state the kernel carried: splitting a sequence over two
+    calls changes nothing (float32: bit for bit; float16: the carried state is rounded to half
+    between the calls, so values agree to half precision and spikes exactly)."""
+    if dtype != F32:
+        _half_ready(device)
+    x = x_for(cls, kw, seed=9, dtype=dtype).detach().to(device)
+    whole, split = (cls(step_mode="m", store_v_seq=True, backend="cupy", **kw) for _ in "ab")
+    out = [whole(x), whole.v_seq, *_state(whole)]
+    first, v_first = split(x[:3]), split.v_seq
+    got = [torch.cat([first, split(x[3:])]), torch.cat([v_first, split.v_seq]), *_state(split)]
+    for a, b in zip(got, out, strict=True):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a, b, rtol=0, atol=0 if dtype == F32 else 2e-3)
+
+
+def test_na_float16_spike_is_decided_once(device):
+    """fp16 NA: u = 0.8 * 0.5 + 0.6001 = 1.0000977 fires in fp32 (the kernel's arithmetic) but
+    rounds to 1.0 in half; nothing after the kernel may re-decide the spike on the rounded u."""
+    _half_ready(device)
+    x = torch.tensor([0.5, 0.6001, 0.3], dtype=torch.float16, device=device).view(3, 1)
+    one = NALIFNode(step_mode="m", store_v_seq=True, backend="cupy")
+    two = NALIFNode(step_mode="m", store_v_seq=True, backend="cupy")
+    out_one, v_one = one(x), one.v_seq
+    out_two = torch.cat([two(x[:2]), two(x[2:])])
+    spikes = torch.tensor([[0.0], [1.0], [0.0]], dtype=torch.float16, device=device)
+    assert torch.equal(out_one, spikes) and torch.equal(out_two, spikes)
+    assert v_one[1].item() == 0.0  # hard reset after the spike at step 1
+    assert torch.equal(v_one, one.v_seq) and torch.equal(two.v, one.v)
+
+
+def test_supported_backends_and_host_set_backend_skip_a_node_without_kernel(monkeypatch, caplog):
+    """With CuPy usable, a configuration without a kernel (a host surrogate) reports
+    ``("torch",)``, so 0.0.0.0.14's ``functional.set_backend(net, "cupy")`` warns and goes on to
+    the next node instead of aborting on the setter's ValueError."""
+    monkeypatch.setattr(dispatch, "cupy_problem", lambda device=None: None)
+    plain = ResetTermLIFNode(step_mode="m", surrogate_function=sj_surrogate.Sigmoid(alpha=4.0))
+    fused = ResetTermLIFNode(step_mode="m")
+    assert plain.supported_backends == ("torch",) and fused.supported_backends == ("torch", "cupy")
+    set_backend = getattr(functional, "set_backend", None)
+    if set_backend is None:
+        return  # spikingjelly 2.x has no set_backend
+    set_backend(torch.nn.Sequential(plain, fused), "cupy")
+    assert plain.backend == "torch" and fused.backend == "cupy"
+    assert "does not supports for backend=cupy" in caplog.text
+
+
+def test_backend_torch_builds_no_kernel():
+    """A constant the kernels cannot hold (a surrogate slope past float32) matters only to
+    them: backend='torch' constructs and runs, 'auto' falls back saying why."""
+    sur = surrogate.ATan(alpha=1e39)
+    node = ResetTermLIFNode(step_mode="m", backend="torch", surrogate_function=sur)
+    assert node(torch.rand(3, 2)).shape == (3, 2) and node.implementation == "torch"
+    auto = ResetTermLIFNode(step_mode="m", backend="auto", surrogate_function=sur)
+    assert "not a finite float32" in auto.implementation_reason
+    assert auto.supported_backends == ("torch",)
+
+
+def test_the_configuration_reason_comes_before_a_missing_cupy(monkeypatch):
+    """Installing CuPy would not give a host surrogate a kernel: that is the reason given."""
+    monkeypatch.setattr(dispatch, "_import_cupy", lambda: ModuleNotFoundError("cupy"))
+    with pytest.raises(ValueError, match=r"surrogate spikingjelly.*Sigmoid has no CUDA"):
+        ResetTermLIFNode(step_mode="m", backend="cupy", surrogate_function=sj_surrogate.Sigmoid())
+    node = ResetTermLIFNode(step_mode="m", backend="auto",
+                            surrogate_function=sj_surrogate.Sigmoid())
+    assert "has no CUDA expression" in node.implementation_reason

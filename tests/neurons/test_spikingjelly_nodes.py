@@ -622,12 +622,13 @@ def cupy_without_gpu(monkeypatch):
 @pytest.fixture
 def cupy_and_gpu(monkeypatch):
     """CuPy and a CUDA device as far as the dispatcher can tell (nothing is launched)."""
-    monkeypatch.setattr(dispatch, "cupy_problem", lambda: None)
+    monkeypatch.setattr(dispatch, "cupy_problem", lambda device=None: None)
 
 
 @pytest.mark.parametrize("cls", DEFAULTS)
 def test_backend_cupy_without_cupy_raises_import_error_naming_the_package(cls, no_cupy):
-    with pytest.raises(ImportError, match=r"cupy is not installed \(pip install .spikegrad\[cupy\]. \(cupy-cuda13x"):
+    hint = r"cupy is not installed \(pip install .spikegrad\[cupy\]. \(cupy-cuda13x"
+    with pytest.raises(ImportError, match=hint):
         cls(step_mode="m", backend="cupy")
     node = cls(step_mode="m")
     with pytest.raises(ImportError, match="cupy-cuda13x"):

@@ -60,16 +60,21 @@ struct sg_uint3 { unsigned int x, y, z; };
 static thread_local sg_uint3 blockIdx = {0, 0, 0}, threadIdx = {0, 0, 0}, blockDim = {1, 1, 1};
 typedef uint16_t sg_half;
 SG_DEVICE float sg_load(const float* p, long long k) { return p[k]; }
+SG_DEVICE void sg_store(float* p, long long k, float x) { p[k] = x; }
+#if defined(__FLT16_MAX__)
 SG_DEVICE float sg_load(const sg_half* p, long long k) {
   _Float16 h;
   memcpy(&h, p + k, sizeof h);
   return (float)h;
 }
-SG_DEVICE void sg_store(float* p, long long k, float x) { p[k] = x; }
 SG_DEVICE void sg_store(sg_half* p, long long k, float x) {
   const _Float16 h = (_Float16)x;  /* round to nearest even, as cvt.rn.f16.f32 */
   memcpy(p + k, &h, sizeof h);
 }
+#else  /* no _Float16: the float16 entry points trap (host.launch refuses them first) */
+SG_DEVICE float sg_load(const sg_half*, long long) { __builtin_trap(); }
+SG_DEVICE void sg_store(sg_half*, long long, float) { __builtin_trap(); }
+#endif
 #define SG_DIVS(x, b, inv_b) ((x) / (b))
 #endif
 #define SG_THREAD_INDEX \

@@ -1,7 +1,8 @@
 """The dispatcher: the only place that picks the torch reference or the CuPy kernels.
 
 ``backend="torch"`` always runs the reference; ``"cupy"`` runs the fused kernels or raises with
-the reason it cannot (CuPy missing: ImportError naming the package; no CUDA device:
+the reason it cannot (CuPy missing: ImportError naming the package; no CUDA device, or a CuPy
+that imports but cannot compile or launch a kernel there, found by a one-time probe per device:
 RuntimeError; a rule the kernels do not cover, a CPU tensor or an unsupported dtype:
 ValueError); ``"auto"`` runs the kernels where they can run and otherwise the reference,
 recording why (:class:`Choice`). The kernels run in multi-step mode only.
@@ -54,8 +55,39 @@ def _import_cupy() -> Any:
         return exc
 
 
-def cupy_problem() -> tuple[type[Exception], str] | None:
-    """``None`` if the kernels can launch here, else ``(exception type, message)``."""
+#: the one-time probe: one thread writes 1.0 (compiles with NVRTC and launches)
+_PROBE_SOURCE = 'extern "C" __global__ void sg_probe(float* p) { p[threadIdx.x] = 1.0f; }'
+
+
+@functools.cache
+def _probe(cp: Any, index: int) -> str | None:
+    """Why a tiny kernel cannot be compiled and launched on device ``index`` (cached per CuPy
+    module and device: run once), or ``None`` when it ran."""
+    try:
+        with cp.cuda.Device(index):
+            kernel = cp.RawKernel(_PROBE_SOURCE, "sg_probe")
+            buf = cp.zeros(1, dtype=cp.float32)
+            kernel((1,), (1,), (buf,))
+            wrote = float(cp.asnumpy(buf)[0])
+    except Exception as exc:  # noqa: BLE001 - any failure: the kernels cannot run here
+        return (f"cupy cannot compile or launch a kernel on cuda:{index} "
+                f"({type(exc).__name__}: {exc}); the cupy package must match the driver and "
+                f"torch.version.cuda={torch.version.cuda!r}: {INSTALL_HINT}")
+    return None if wrote == 1.0 else f"a probe kernel on cuda:{index} did not run (wrote {wrote})"
+
+
+def _device_index(device: torch.device | int | None) -> int:
+    if isinstance(device, int):
+        return device
+    if device is None or device.index is None:
+        return torch.cuda.current_device()
+    return device.index
+
+
+def cupy_problem(device: torch.device | int | None = None) -> tuple[type[Exception], str] | None:
+    """``None`` if the kernels can launch on ``device`` (default: torch's current CUDA device),
+    else ``(exception type, message)``. The first call per device compiles and launches a tiny
+    kernel (cached), so a CuPy that imports but cannot compile or launch is reported here."""
     cp = _import_cupy()
     if isinstance(cp, ModuleNotFoundError):
         return ImportError, f"cupy is not installed ({INSTALL_HINT})"
@@ -63,9 +95,15 @@ def cupy_problem() -> tuple[type[Exception], str] | None:
         return ImportError, (f"cupy cannot be imported ({type(cp).__name__}: {cp}); "
                              f"reinstall it: {INSTALL_HINT}")
     if not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            return RuntimeError, ("no CUDA device: this torch is a CPU-only build "
+                                  "(torch.version.cuda is None); install a CUDA build of torch "
+                                  "to run the CuPy kernels")
         return RuntimeError, ("no CUDA device: cupy is installed but torch.cuda.is_available() "
-                              "is False, and the CuPy kernels run on CUDA tensors")
-    return None
+                              "is False (no visible GPU: check the driver and "
+                              "CUDA_VISIBLE_DEVICES), and the CuPy kernels run on CUDA tensors")
+    reason = _probe(cp, _device_index(device))
+    return None if reason is None else (RuntimeError, reason)
 
 
 def check_backend(backend: Any, *, step_mode: str, kernel: Any = None) -> None:
@@ -75,7 +113,8 @@ def check_backend(backend: Any, *, step_mode: str, kernel: Any = None) -> None:
         backend: ``"torch"``, ``"cupy"`` or ``"auto"``.
         step_mode: the node's step mode (the kernels are multi-step).
         kernel: the node's kernel spec, or a string saying why its configuration has none, or
-            ``None`` if not known yet.
+            ``None`` if not known yet (during construction: only the name and the step mode
+            are checked then; the rest when the kernel is known).
 
     Raises:
         ValueError: unknown backend; ``"cupy"`` in single-step mode or for a configuration
@@ -92,12 +131,14 @@ def check_backend(backend: Any, *, step_mode: str, kernel: Any = None) -> None:
             "(supported_backends is ('torch',) in single-step mode); use backend='torch' or "
             "'auto', or set step_mode='m' first"
         )
+    if kernel is None:
+        return
+    if isinstance(kernel, str):  # the configuration first: installing CuPy would not help
+        raise ValueError(f"backend='cupy' is unavailable: {kernel}; use backend='torch' or "
+                         "'auto' (which falls back to the torch reference)")
     problem = cupy_problem()
     if problem is not None:
         raise problem[0](f"backend='cupy' is unavailable: {problem[1]}")
-    if isinstance(kernel, str):
-        raise ValueError(f"backend='cupy' is unavailable: {kernel}; use backend='torch' or "
-                         "'auto' (which falls back to the torch reference)")
 
 
 def select(backend: str, *, step_mode: str, kernel: Any, device: torch.device | None = None,
@@ -130,10 +171,10 @@ def select(backend: str, *, step_mode: str, kernel: Any, device: torch.device | 
         return Choice("torch", bypass)
     reason: str | None = None
     error: type[Exception] = ValueError
-    problem = cupy_problem()
+    cuda = device is not None and device.type == "cuda"
     if isinstance(kernel, str):
         reason = kernel
-    elif problem is not None:
+    elif (problem := cupy_problem(device if cuda else None)) is not None:
         error, reason = problem
     elif device is not None and device.type != "cuda":
         reason = f"the input is on {device}: the CuPy kernels run on CUDA tensors"

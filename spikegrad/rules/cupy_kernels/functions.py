@@ -3,7 +3,8 @@
 Each ``*_sequence`` function has the signature of its rule's multi-step reference and returns
 the same values; inputs ``[T, *]`` are flattened to ``[T, N]`` (one kernel thread per neuron),
 made contiguous and run through :func:`~spikegrad.rules.cupy_kernels.launch.run` (CuPy on CUDA
-tensors, the host shim on CPU tensors, which only tests use). Saved for the backward pass:
+tensors, the host shim on CPU tensors, which only tests use); initial states broadcast to one
+step of the input as in the references. Saved for the backward pass:
 reset-term, BPSA/BPTA and multi-strength keep the pre-reset potential in fp32; NA keeps only its
 inputs and recomputes the trajectory in the backward kernel.
 """
@@ -13,22 +14,45 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from torch.autograd.function import once_differentiable
 
 from spikegrad.rules.cupy_kernels.launch import run
 from spikegrad.rules.cupy_kernels.source import KernelSpec
 
 __all__ = ["reset_term_sequence", "na_sequence", "bpsta_sequence", "multistrength_sequence"]
 
+F32 = torch.float32
+
 
 def _flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).contiguous()
 
 
-def _state(x: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    """A per-neuron state as ``[N]`` in ``like``'s dtype (zeros if absent)."""
+def _state(x: torch.Tensor | None, c: torch.Tensor, name: str,
+           dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A per-neuron state as a contiguous ``[N]`` in ``dtype`` (default ``c``'s; zeros if
+    absent), broadcast to one step of ``c`` (``[T, *]``) as the torch reference broadcasts it.
+
+    Raises:
+        ValueError: ``x`` does not broadcast to ``c.shape[1:]`` (the kernel would read past it).
+    """
+    dtype = c.dtype if dtype is None else dtype
+    step = c.shape[1:]
     if x is None:
-        return like.new_zeros(like.shape[1])
-    return x.reshape(-1).to(like.dtype).contiguous()
+        return c.new_zeros(step.numel(), dtype=dtype)
+    if x.shape != step:
+        try:
+            x = x.expand(step)
+        except RuntimeError:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}, which does not broadcast to "
+                             f"one step of the input, {tuple(step)}") from None
+    return x.reshape(-1).to(dtype).contiguous()
+
+
+def _state_grad(g: torch.Tensor, step: torch.Size, shape: torch.Size | None
+                ) -> torch.Tensor | None:
+    """A state's ``[N]`` gradient back in the state's own (possibly broadcast) shape."""
+    return None if shape is None else g.view(step).sum_to_size(shape)
 
 
 def _grad(g: torch.Tensor | None, placeholder: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -49,11 +73,11 @@ class _LIFKernel(torch.autograd.Function):
         names = _NAMES[spec.rule]
         xf = _flat(x)
         out, v = torch.empty_like(xf), torch.empty_like(xf)
-        pre = torch.empty(xf.shape, dtype=torch.float32, device=x.device)
-        args: dict[str, Any] = {names["x"]: xf, "v0": _state(v0, xf), names["out"]: out,
+        pre = torch.empty(xf.shape, dtype=F32, device=x.device)
+        args: dict[str, Any] = {names["x"]: xf, "v0": _state(v0, x, "v0"), names["out"]: out,
                                 "v_out": v, names["pre"]: pre}
         if spec.rule == "reset_term":
-            args["a0"] = _state(a0, xf)
+            args["a0"] = _state(a0, x, "a0")
         run(spec, "forward", xf.shape[0], xf.shape[1], args)
         return out.view(x.shape), v.view(x.shape), pre
 
@@ -68,6 +92,7 @@ class _LIFKernel(torch.autograd.Function):
         ctx.set_materialize_grads(False)
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, g_out: torch.Tensor | None, g_v: torch.Tensor | None,  # type: ignore[override]
                  _g_pre: Any) -> tuple[Any, ...]:
         x, pre = ctx.saved_tensors
@@ -86,10 +111,11 @@ class _LIFKernel(torch.autograd.Function):
         if spec.rule == "bpsta":
             args["x"] = _flat(x)
         run(spec, "backward", pre.shape[0], pre.shape[1], args)
-        gv0 = None if ctx.state_shape is None else grad_v0.view(ctx.state_shape)
+        step = ctx.shape[1:]
+        gv0 = _state_grad(grad_v0, step, ctx.state_shape)
         ga0 = None
-        if ctx.trace_shape is not None and spec.constant("TRACE") == "true":
-            ga0 = grad_a0.view(ctx.trace_shape)
+        if grad_a0 is not None and spec.constant("TRACE") == "true":
+            ga0 = _state_grad(grad_a0, step, ctx.trace_shape)
         return grad_x.view(ctx.shape), gv0, ga0, None
 
 
@@ -154,9 +180,10 @@ class _NAKernel(torch.autograd.Function):
                 u_init: torch.Tensor | None, a_init: torch.Tensor | None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         cf = _flat(c)
-        out, u = torch.empty_like(cf), torch.empty_like(cf)
+        out, u = torch.empty_like(cf), torch.empty(cf.shape, dtype=F32, device=c.device)
         run(spec, "forward", cf.shape[0], cf.shape[1],
-            dict(c=cf, u_init=_state(u_init, cf), a_init=_state(a_init, cf), out=out, u_out=u))
+            dict(c=cf, u_init=_state(u_init, c, "u_init", F32), a_init=_state(a_init, c, "a_init"),
+                 out=out, u_out=u))
         return out.view(c.shape), u.view(c.shape)
 
     @staticmethod
@@ -169,6 +196,7 @@ class _NAKernel(torch.autograd.Function):
             rescale.begin()
 
     @staticmethod
+    @once_differentiable
     def backward(ctx: Any, g_a: torch.Tensor | None, g_u: torch.Tensor | None  # type: ignore[override]
                  ) -> tuple[Any, ...]:
         c, u_init, a_init = ctx.saved_tensors
@@ -176,16 +204,17 @@ class _NAKernel(torch.autograd.Function):
         delta = torch.empty_like(cf)
         g, has_g = _grad(g_a, delta)
         fused_u = ctx.rescale is None
-        gu, has_gu = _grad(g_u if fused_u else None, delta)
-        scratch = [torch.empty(cf.shape, dtype=torch.float32, device=c.device) for _ in "UAE"]
+        scratch = [torch.empty(cf.shape, dtype=F32, device=c.device) for _ in "UAE"]
+        gu, has_gu = _grad(g_u if fused_u else None, scratch[0])
         run(ctx.spec, "backward", cf.shape[0], cf.shape[1],
-            dict(c=cf, u_init=_state(u_init, cf), a_init=_state(a_init, cf), g=g, has_g=has_g,
+            dict(c=cf, u_init=_state(u_init, c, "u_init", F32), a_init=_state(a_init, c, "a_init"),
+                 g=g, has_g=has_g,
                  g_u=gu, has_g_u=has_gu, delta=delta, U=scratch[0], A=scratch[1], E=scratch[2]))
         delta = delta.view(c.shape)
         if not fused_u:
             delta = ctx.rescale(delta)
             if g_u is not None:
-                delta = delta + g_u
+                delta = delta + g_u.to(delta.dtype)
         return delta, None, None, None, None
 
 
@@ -193,6 +222,10 @@ def na_sequence(c: torch.Tensor, spec: KernelSpec, rescale: Any = None,
                 u_init: torch.Tensor | None = None, a_init: torch.Tensor | None = None
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     """:class:`spikegrad.rules.na.NAFunction` fused: ``(out, u)`` with the NA backward.
+
+    ``u`` (and ``u_init``) is float32 for every input dtype: the spike is ``u > θ``, and a
+    float16 ``u`` read back could decide it differently (for float32 inputs: the same values
+    as the reference; for float16, ``u`` is the float32 computation, unrounded).
 
     All ``T`` neighbors of a neuron are replayed by one thread in registers (no ``[T, T, *]``
     tensor); the rescale (``rescale``, needs the whole layer) runs in torch afterwards.

@@ -26,7 +26,7 @@ import torch
 
 from spikegrad.rules.cupy_kernels.source import DIRECTIONS, DTYPES, KernelSpec
 
-__all__ = ["FLAGS", "cache_dir", "compiler", "prepare", "launch"]
+__all__ = ["FLAGS", "cache_dir", "compiler", "float16_problem", "prepare", "launch"]
 
 #: IEEE arithmetic as torch's CPU kernels: no FP contraction (no FMA), no fast-math.
 FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno")
@@ -49,6 +49,24 @@ def compiler() -> str | None:
 def _compiler_id(cxx: str) -> str:
     out = subprocess.run([cxx, "--version"], capture_output=True, text=True, check=False)
     return out.stdout.splitlines()[0] if out.stdout else cxx
+
+
+@functools.cache
+def _float16_problem(cxx: str) -> str | None:
+    probe = ("#if !defined(__FLT16_MAX__)\n#error no _Float16\n#endif\n"
+             "_Float16 h(float x) { return x; }\n")
+    res = subprocess.run([cxx, "-x", "c++", "-std=c++17", "-fsyntax-only", "-"], input=probe,
+                         capture_output=True, text=True, check=False)
+    if res.returncode == 0:
+        return None
+    return (f"{_compiler_id(cxx)} has no _Float16 (GCC >= 12 or Clang >= 15 on x86-64): the "
+            "host shim runs the float32 kernels only")
+
+
+def float16_problem() -> str | None:
+    """Why the host shim cannot run float16 kernels (``None`` if it can)."""
+    cxx = compiler()
+    return "no C++ compiler for the kernels' host shim" if cxx is None else _float16_problem(cxx)
 
 
 def prepare(specs: Iterable[KernelSpec]) -> None:
@@ -93,6 +111,8 @@ def launch(spec: KernelSpec, direction: str, dtype: str, steps: int, n: int,
     """Run one kernel over all ``n`` thread indices on CPU tensors (in place)."""
     if direction not in DIRECTIONS or dtype not in DTYPES:
         raise ValueError(f"unknown kernel {direction!r}/{dtype!r}")
+    if dtype == "f16" and (problem := float16_problem()) is not None:
+        raise RuntimeError(problem)
     prepare([spec])
     fn = getattr(_LOADED[spec.digest], spec.kernel_name(direction, dtype) + "_host")
     fn.argtypes = _argtypes(spec, direction)

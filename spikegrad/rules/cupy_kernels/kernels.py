@@ -13,7 +13,10 @@ forward pass is bit-identical in fp32; equations in the rule modules):
 * multi-strength: :func:`spikegrad.rules.multistrength.step`.
 
 Half-precision storage: loads are converted to fp32, the state is carried in fp32 and only the
-stored values are rounded (the reference for fp16 is the fp32 computation, rounded).
+stored values are rounded (the reference for fp16 is the fp32 computation, rounded). NA's
+pre-reset potential ``u`` (output and start state) stays fp32 for every storage type: the spike
+is ``u > θ``, and a ``u`` rounded to half could be decided again differently (1.0000977 fires,
+its half 1.0 does not).
 """
 
 from __future__ import annotations
@@ -41,6 +44,7 @@ def _consts(**items: tuple[str, str] | float) -> tuple[tuple[str, str, str], ...
 
 
 def _params(spec: str) -> tuple[Param, ...]:
+    """``"name:kind"`` (``[T, N]``) or ``"name:kind:N"`` (one value per neuron) items."""
     return tuple(Param(*item.split(":")) for item in spec.split())
 
 
@@ -109,9 +113,9 @@ def reset_term_spec(beta: float, threshold: float, surrogate: Any, mechanism: st
     helper = f"SG_DEVICE float surrogate_grad(float x) {{ return {surrogate.c_derivative('x')}; }}"
     return KernelSpec(
         rule="reset_term", constants=consts, helpers=helper,
-        forward_params=_params("c:in v0:in a0:in out:out v_out:out u_save:fout"),
+        forward_params=_params("c:in v0:in:N a0:in:N out:out v_out:out u_save:fout"),
         backward_params=_params("u_save:fin g_out:in has_g_out:flag g_v:in has_g_v:flag "
-                                "grad_c:out grad_v0:out grad_a0:out"),
+                                "grad_c:out grad_v0:out:N grad_a0:out:N"),
         forward_body=_RT_FWD, backward_body=_RT_BWD,
     )
 
@@ -134,7 +138,7 @@ _NA_FWD = r"""
     v = after_reset(u, f);
     const float s = f ? 1.0f : 0.0f;
     a = TRACE ? LS * a + GAIN * s : s;
-    sg_store(u_out, k, u);
+    u_out[k] = u;  /* fp32 for every storage type: the spike is decided on it */
     sg_store(out, k, a);
   }
 """
@@ -185,7 +189,7 @@ _NA_BWD = r"""
     float w = 1.0f / (THETA - uq);
     if (CUBE) w = w * w * w;
     float d = dl * sg_clamp(w, CLAMP);
-    if (has_g_u) d = d + sg_load(g_u, kq);
+    if (has_g_u) d = d + g_u[kq];
     sg_store(delta, kq, d);
   }
 """
@@ -201,9 +205,9 @@ def na_spec(cfg: Any) -> KernelSpec:
     )
     return KernelSpec(
         rule="na", constants=consts, helpers=_NA_RESET.strip("\n"),
-        forward_params=_params("c:in u_init:in a_init:in out:out u_out:out"),
-        backward_params=_params("c:in u_init:in a_init:in g:in has_g:flag g_u:in has_g_u:flag "
-                                "delta:out U:fout A:fout E:fout"),
+        forward_params=_params("c:in u_init:fin:N a_init:in:N out:out u_out:fout"),
+        backward_params=_params("c:in u_init:fin:N a_init:in:N g:in has_g:flag g_u:fin "
+                                "has_g_u:flag delta:out U:fout A:fout E:fout"),
         forward_body=_NA_FWD, backward_body=_NA_BWD,
     )
 
@@ -265,9 +269,9 @@ def bpsta_spec(cfg: Any) -> KernelSpec:
     )
     return KernelSpec(
         rule="bpsta", constants=consts, helpers="",
-        forward_params=_params("x:in v0:in o_out:out v_out:out h_save:fout"),
+        forward_params=_params("x:in v0:in:N o_out:out v_out:out h_save:fout"),
         backward_params=_params("x:in h_save:fin g_o:in has_g_o:flag g_v:in has_g_v:flag "
-                                "grad_x:out grad_v0:out"),
+                                "grad_x:out grad_v0:out:N"),
         forward_body=_HT_FWD, backward_body=_HT_BWD,
     )
 
@@ -316,8 +320,8 @@ def multistrength_spec(cfg: Any) -> KernelSpec:
     )
     return KernelSpec(
         rule="multistrength", constants=consts, helpers="",
-        forward_params=_params("z:in v0:in theta_out:out v_out:out h_save:fout"),
+        forward_params=_params("z:in v0:in:N theta_out:out v_out:out h_save:fout"),
         backward_params=_params("h_save:fin g_theta_in:in has_g_theta:flag g_v:in has_g_v:flag "
-                                "grad_z:out grad_v0:out"),
+                                "grad_z:out grad_v0:out:N"),
         forward_body=_MS_FWD, backward_body=_MS_BWD,
     )

@@ -42,10 +42,12 @@ _CTYPE = {
 @dataclass(frozen=True)
 class Param:
     """One kernel argument: ``kind`` is ``in``/``out`` (storage dtype), ``fin``/``fout``
-    (fp32 scratch) or ``flag`` (an ``int``; 0 means "this optional input is absent")."""
+    (fp32) or ``flag`` (an ``int``; 0 means "this optional input is absent"); ``size`` is
+    ``"TN"`` (``T * N`` elements, ``[T, N]``) or ``"N"`` (one per neuron: a state)."""
 
     name: str
     kind: str
+    size: str = "TN"
 
 
 @dataclass(frozen=True)
