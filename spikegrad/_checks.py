@@ -20,8 +20,8 @@ def check_float_tensor(name: str, x: Any, *, min_dim: int = 0) -> torch.Tensor:
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
         raise TypeError(
-            f"{name} must be a floating-point tensor (float32 or float64; half precision runs "
-            f"on the torch paths), got dtype {x.dtype}; "
+            f"{name} must be a floating-point tensor (float32 or float64; float16 and bfloat16 "
+            f"also run), got dtype {x.dtype}; "
             f"convert it with {name}.float()"
         )
     if x.dim() < min_dim:
