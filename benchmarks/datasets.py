@@ -171,6 +171,9 @@ def _search(title: str, data_dir: PathLike | None,
     if os.environ.get(ENV_VAR):
         candidates.append((Path(os.environ[ENV_VAR]), f"${ENV_VAR}={os.environ[ENV_VAR]}", False))
     candidates += [(directory, label, False) for directory, label in extra]
+    root = _cache_dir() / "download"
+    if fetch is not None:  # a copy that an earlier run downloaded is reused, and said so
+        candidates.append((root, f"the copy {library} downloaded earlier ({root})", False))
     tried = []
     for directory, label, explicit in candidates:
         hit = find(directory, explicit) if directory.is_dir() else None
@@ -181,7 +184,6 @@ def _search(title: str, data_dir: PathLike | None,
     if fetch is None:
         tried.append("no download (download=False)")
     else:
-        root = _cache_dir() / "download"
         try:
             return fetch(root), f"downloaded by {library} into {root}"
         except Exception as exc:  # noqa: BLE001 - any network failure ends the same way

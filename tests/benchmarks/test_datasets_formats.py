@@ -109,6 +109,10 @@ def test_mnist_download_goes_through_torchvision(tmp_path, monkeypatch):
     root = tmp_path / "cache" / "spikegrad" / "download"
     assert spec.source == f"downloaded by torchvision into {root}"
     assert spec.train.tensors[1].tolist() == written["train-labels-idx1-ubyte"].tolist()
+    monkeypatch.setattr(torchvision.datasets.MNIST, "download", _no_network)
+    again = datasets.load_dataset("mnist", T=1)  # the earlier download is reused, and said so
+    assert again.source.startswith(f"the copy torchvision downloaded earlier ({root})")
+    assert again.train.tensors[1].tolist() == written["train-labels-idx1-ubyte"].tolist()
 
 
 def test_other_dataset_is_never_used(tmp_path, monkeypatch):
