@@ -134,8 +134,7 @@ class PaperCNN(nn.Module):
                 rec.append(a_t)
             out = torch.stack(rec)
         with torch.no_grad():
-            prev = torch.cat([torch.zeros_like(out[:1]), out[:-1]])
-            spikes = TAU_S * (out - (1.0 - 1.0 / TAU_S) * prev)
+            spikes = reset_term.spikes_from_trace(out, TAU_S)
             self.rates.append(float(spikes.mean()))
         return out
 

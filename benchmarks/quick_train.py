@@ -48,6 +48,7 @@ except ImportError:  # pragma: no cover - tqdm is in the bench extra
 sys.path.insert(0, str(__import__("pathlib").Path(__file__).resolve().parent))
 import snntorch as snn  # noqa: E402
 from datasets import DatasetNotFound, fashion_mnist_tensors  # noqa: E402
+from suite.recipes import set_warm_up  # noqa: E402
 
 from spikegrad import neurons  # noqa: E402
 from spikegrad.rules import ttfs  # noqa: E402
@@ -109,12 +110,6 @@ def _loss_fn(rule: str) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
 WARM_UP_STEPS = {"bpsa-bpta": 30}  # the paper's warm-up: HTDGLIF nodes run as ReLU at first
 
 
-def _set_warm_up(net: nn.Module, on: bool) -> None:
-    for m in net.modules():
-        if hasattr(m, "warm_up"):
-            m.warm_up = on
-
-
 def _predict(rule: str, out: torch.Tensor) -> torch.Tensor:
     if rule == "ttfs":
         return ttfs.first_spike_time(out).argmin(dim=1)
@@ -132,7 +127,7 @@ def run_rule(rule: str, data, args: argparse.Namespace) -> dict[str, float | str
     t0 = time.perf_counter()
     losses = []
     for step in tqdm(range(args.steps), desc=f"{rule:>14}", leave=False, mininterval=2):
-        _set_warm_up(net, step < WARM_UP_STEPS.get(rule, 0))
+        set_warm_up(net, step < WARM_UP_STEPS.get(rule, 0))
         idx = order[(step * args.batch_size) % len(order):][: args.batch_size]
         out, _ = net(x_train[idx])
         loss = loss_fn(out, y_train[idx])

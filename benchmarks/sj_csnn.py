@@ -28,6 +28,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import DatasetNotFound, fashion_mnist_tensors  # noqa: E402
 from spikingjelly.activation_based import neuron, surrogate  # noqa: E402
+from suite.recipes import set_warm_up  # noqa: E402
 
 from spikegrad import neurons  # noqa: E402
 from spikegrad.adapters import network  # noqa: E402
@@ -56,9 +57,7 @@ def run(name: str, data, args: argparse.Namespace) -> dict[str, object]:
     net.train()
     start = time.perf_counter()
     for step in range(args.steps):
-        for m in net.modules():  # the BPSA/BPTA paper's warm-up: HTDGLIF nodes start as ReLU
-            if hasattr(m, "warm_up"):
-                m.warm_up = step < args.warm_up_steps
+        set_warm_up(net, step < args.warm_up_steps)  # BPSA/BPTA's warm-up: nodes start as ReLU
         idx = order[(step * args.batch_size) % len(order):][: args.batch_size]
         x_seq = x_train[idx].unsqueeze(0).expand(args.T, -1, -1, -1, -1)
         net.reset()

@@ -264,7 +264,8 @@ def _train(cfg: TrainConfig, data, store: Store, done: int, state: dict,
         bar = tqdm(range(steps), desc=f"{name} epoch {epoch + 1}/{cfg.epochs}", leave=False,
                    mininterval=2, disable=not progress or dist.rank != 0)
         for i in bar:
-            recipes.set_warm_up(net, epoch * steps + i < warm_steps)
+            if warm_steps:  # only BPSA's paper recipe has a warm-up
+                recipes.set_warm_up(net, epoch * steps + i < warm_steps)
             idx = order[i * cfg.batch_size:(i + 1) * cfg.batch_size][dist.rank::dist.world]
             x, y = fetch(data.train, idx)
             x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
