@@ -109,3 +109,24 @@ def check_parameter(name: str, value: Any, *, positive: bool = False, unit: bool
         raise ValueError(f"{name} must be > 0, got {v}")
     if unit and ((v < 0) | (v > 1)).any():
         raise ValueError(f"{name} must lie in [0, 1], got {v}")
+
+
+def fit_state(name: str, state: torch.Tensor, like: torch.Tensor, fix: str) -> torch.Tensor:
+    """``state`` as the state of a step whose input is ``like``: itself, or broadcast to it.
+
+    Raises:
+        ValueError: ``state`` does not broadcast to ``like``'s shape; the message names both
+            shapes and ``fix`` says what to do.
+    """
+    if state.shape == like.shape:
+        return state
+    try:
+        shape = torch.broadcast_shapes(state.shape, like.shape)
+    except RuntimeError:
+        shape = None
+    if shape != like.shape:
+        raise ValueError(
+            f"{name} has shape {tuple(state.shape)}, which does not broadcast to the input's "
+            f"shape {tuple(like.shape)}; {fix}"
+        )
+    return state.expand(like.shape).contiguous()

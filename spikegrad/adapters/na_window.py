@@ -10,6 +10,17 @@ error it needs and computes ``δ[k]`` by replaying neighbor ``k`` over the rest 
 No gradient flows through ``mem`` itself: a gradient that the user's loss puts on ``mem = u[k]``
 is added to ``δ[k]`` unchanged.
 
+The window follows values, not tensor identity. The ``mem`` a step takes in continues the
+window whenever it is attached to autograd (``mem.requires_grad``): ``mem.clone()``,
+``mem * 1.0``, ``.to`` the same dtype or ``.contiguous()`` give exactly the gradient of the
+untouched loop. A ``mem`` that is not attached (``detach()``, made under ``no_grad``) starts a
+new window (truncated BPTT). Where the values a step takes in differ from what the previous
+step returned (the user changed ``mem``: a mask, noise, a clamp), the window is cut *per
+neuron* at that step: every neighbor's replay takes the state that was passed in there, just
+as the forward pass did, so a flip before the change no longer reaches the potentials after it
+(only the decaying trace gap does). The comparison runs lazily, once per window, when the
+backward pass first stacks the record: no device synchronisation per step.
+
 The window holds only detached tensors, so nothing it stores points back into the graph: it
 is freed with the graph (after the backward pass) or replaced at the next reset, and memory
 stays flat over any number of training steps.
@@ -26,6 +37,12 @@ from spikegrad.rules import na
 __all__ = ["Window", "na_step"]
 
 
+def _shares(x: torch.Tensor, y: torch.Tensor) -> bool:
+    """``x`` is ``y``'s memory seen the same way (so the same values, barring in-place edits)."""
+    return (x.data_ptr() == y.data_ptr() and x.dtype == y.dtype and x.shape == y.shape
+            and x.stride() == y.stride())
+
+
 class Window:
     """The per-step record of one NA window (everything detached)."""
 
@@ -33,7 +50,10 @@ class Window:
         self.cfg = cfg
         self.a_init = a_init.detach()
         self._steps: list[tuple[torch.Tensor, ...]] = []  # (c, s, u, a) per step
+        self._inputs: list[torch.Tensor | None] = []  # the state passed in, if not u[t-1] itself
         self._stacked: tuple[torch.Tensor, ...] | None = None
+        self._changed: torch.Tensor | None = None
+        self._version = 0  # of the last recorded u (an in-place edit of it corrupts the record)
         self._errors: torch.Tensor | None = None
         self._last_backward: int | None = None  # the step whose backward ran last
 
@@ -44,20 +64,41 @@ class Window:
         """The trace after the last recorded step (``a_init`` before the first)."""
         return self._steps[-1][3] if self._steps else self.a_init
 
-    def record(self, c: torch.Tensor, s: torch.Tensor, u: torch.Tensor, a: torch.Tensor) -> int:
-        """Store one step; returns its index in the window."""
+    def record(self, c: torch.Tensor, s: torch.Tensor, u: torch.Tensor, a: torch.Tensor,
+               u_in: torch.Tensor) -> int:
+        """Store one step (``u_in``: the potential it took in); returns its index."""
+        prev = self._steps[-1][2] if self._steps else None
+        if prev is not None and prev._version != self._version:
+            raise RuntimeError(
+                "the mem an NA neuron returned was modified in place before the next step "
+                "(e.g. mem.mul_(mask)); its recorded window is no longer the forward pass. "
+                "Use an out-of-place operation instead (mem = mem * mask)"
+            )
+        self._inputs.append(None if prev is None or _shares(u_in, prev) else u_in.detach())
         self._steps.append((c.detach(), s.detach(), u.detach(), a.detach()))
+        self._version = u._version
         self._stacked = None
         return len(self._steps) - 1
 
     def _tensors(self) -> tuple[torch.Tensor, ...]:
         if self._stacked is None or self._stacked[0].shape[0] != len(self._steps):
             self._stacked = tuple(torch.stack(x) for x in zip(*self._steps, strict=True))
+            self._changed = self._compare(self._stacked[2])
             old = self._errors
             self._errors = torch.zeros_like(self._stacked[0])
             if old is not None:  # steps added after an earlier backward keep their errors
                 self._errors[: old.shape[0]] = old
         return self._stacked
+
+    def _compare(self, u: torch.Tensor) -> torch.Tensor | None:
+        """``changed[t]``: where the state step ``t`` took in differs from ``u[t-1]``."""
+        if all(x is None for x in self._inputs):
+            return None
+        changed = torch.zeros(u.shape, dtype=torch.bool, device=u.device)
+        for t, u_in in enumerate(self._inputs):
+            if u_in is not None:
+                changed[t] = u_in != u[t - 1]  # NaN != NaN: a NaN state counts as changed
+        return changed
 
     def delta(self, k: int, g_k: torch.Tensor) -> torch.Tensor:
         """``δ[k]`` given ``g[k]`` (later steps' backward passes have already run)."""
@@ -72,8 +113,9 @@ class Window:
         e_next = e[k + 1] if k + 1 < len(self) else None
         e[k] = na.error_step(g_k, e_next, self.cfg)
         a_before = a[k - 1] if k > 0 else self.a_init
+        changed = None if self._changed is None else self._changed[k:]
         return na.deltas(c[k:], u[k:], s[k:], a[k:], e[k:], self.cfg, a_init=a_before,
-                         neighbors=1)[0]
+                         neighbors=1, changed=changed)[0]
 
 
 class _NAStep(torch.autograd.Function):
@@ -83,7 +125,7 @@ class _NAStep(torch.autograd.Function):
     def forward(c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor,  # type: ignore[override]
                 window: Window) -> tuple[torch.Tensor, torch.Tensor]:
         s, u, a = na.step(c, u_prev, a_prev, window.cfg)
-        window.record(c, s, u, a)
+        window.record(c, s, u, a, u_prev)
         return (a if window.cfg.tau_s is not None else s), u
 
     @staticmethod

@@ -4,7 +4,10 @@ A spikegrad snntorch neuron subclasses :class:`SpikegradLeaky` and only says whi
 it refuses and how one step maps onto its rule (``_step``). Everything else is here:
 
 * the per-step call ``spk, mem = lif(cur, mem)``, ``init_hidden=True``, ``output=True``;
-* lazy state and batch-size changes (state whose shape differs from the input restarts at 0);
+* lazy state and batch-size changes: an empty state, or the state at rest after a reset
+  (``reset_mem()``/``init_leaky()``/``snntorch.utils.reset``), restarts at 0 in the input's
+  shape; a ``mem`` that broadcasts to the input is broadcast; any other shape raises, naming
+  both (the host would silently replace it by zeros);
 * extra state beyond ``mem`` (a trace, an NA window) reset together with ``mem`` by
   ``reset_mem()``/``init_leaky()`` and by ``snntorch.utils.reset``;
 * snntorch's class-level registry ``SpikingNeuron.instances`` holds every neuron ever built
@@ -26,7 +29,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikegrad._checks import check_float_tensor
+from spikegrad._checks import check_float_tensor, fit_state
 
 try:
     import snntorch as snn
@@ -54,6 +57,11 @@ def _check_version() -> None:
 _check_version()
 
 __all__ = ["SpikegradLeaky", "reset_states", "SUPPORTED_SNNTORCH"]
+
+_SHAPE_FIX = (
+    "pass the mem this neuron returned for this batch, or start a new sequence (and batch size) "
+    "with mem = lif.reset_mem() / snntorch.utils.reset(net)"
+)
 
 
 class _RegistryHandle(snn.Leaky):
@@ -116,6 +124,7 @@ class SpikegradLeaky(snn.Leaky):
         # refused construction leaves nothing alive in ``snn.SpikingNeuron.instances``.
         self._state_names: list[str] = []
         self._returned: dict[int, weakref.ref] = {}  # mems returned in this sequence (see forward)
+        self._rest: torch.Tensor | None = self.mem  # the state at rest (see forward)
         _register_handle(self)
         if reset_delay is not True:
             raise ValueError(
@@ -157,10 +166,17 @@ class SpikegradLeaky(snn.Leaky):
             check_float_tensor("mem", mem)
             if self._state_names and mem is not self.mem:
                 self._check_not_shared(mem)
+            at_rest = mem is self._rest
             self.mem = mem
+        else:
+            at_rest = self.mem is self._rest
         if self.mem.shape != input_.shape:
-            self._zero_states(like=input_)
-        elif self.mem.device != input_.device:
+            if self.mem.numel() == 0 or at_rest:  # lazy state; a batch-size change from rest
+                self._zero_states(like=input_)
+            else:
+                self.mem = fit_state("mem" if mem is not None else "the hidden mem", self.mem,
+                                     input_, _SHAPE_FIX)
+        if self.mem.device != input_.device:
             raise ValueError(
                 f"mem is on {self.mem.device} but input_ is on {input_.device}; move the neuron "
                 "(or the mem you pass) to the input's device, or call reset_mem()"
@@ -169,6 +185,7 @@ class SpikegradLeaky(snn.Leaky):
             if getattr(self, name).shape != input_.shape:
                 setattr(self, name, torch.zeros_like(input_))
         out, self.mem = self._step(input_, self.mem)
+        self._rest = None
         if self._state_names and not self.init_hidden:
             if len(self._returned) > 4096:  # drop the guards of tensors that no longer exist
                 self._returned = {k: r for k, r in self._returned.items() if r() is not None}
@@ -196,6 +213,7 @@ class SpikegradLeaky(snn.Leaky):
         if like is None:  # an explicit reset; a lazy restart keeps the guard (see forward)
             self._returned.clear()
         self.mem = torch.zeros_like(ref)
+        self._rest = self.mem  # a batch-size change from here restarts (see forward)
         for name in self._state_names:
             setattr(self, name, torch.zeros_like(ref if like is not None else getattr(self, name)))
         self._on_reset()

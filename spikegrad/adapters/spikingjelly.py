@@ -35,7 +35,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from spikegrad._checks import check_choice, check_float_tensor, check_number
+from spikegrad._checks import check_choice, check_float_tensor, check_number, fit_state
 from spikegrad.rules.cupy_kernels import dispatch
 
 try:
@@ -48,6 +48,10 @@ except ImportError as exc:  # pragma: no cover - exercised only without spikingj
 SUPPORTED_SPIKINGJELLY = ("0.0.0.0.14", "2.0.x")
 IS_SJ2 = hasattr(neuron.BaseNode, "single_step_functional_forward")
 BACKENDS = dispatch.BACKENDS  # ("torch", "cupy", "auto"); "auto" is spikegrad's own option
+
+
+_SHAPE_FIX = ("call functional.reset_net(net) before a batch of another size (from rest any "
+              "batch size works)")
 
 
 def installed_version() -> str:
@@ -211,21 +215,30 @@ class SpikegradNode(neuron.BaseNode):
 
     # --- host idioms --------------------------------------------------------------------------
     def _states(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(v, *extra)`` as tensors shaped like ``x`` (fresh after a reset or a shape change)."""
+        """``(v, *extra)`` as tensors shaped like ``x``.
+
+        Fresh after a reset (the states are the host's floats then), so a batch-size change
+        from rest works; a state tensor that broadcasts to ``x`` is broadcast (as the host's
+        arithmetic would); any other shape raises, naming both shapes (the host fails there
+        with a bare size-mismatch error; spikegrad used to restart silently).
+        """
         v = self.v
-        if not isinstance(v, torch.Tensor) or v.shape != x.shape:
-            fresh = True
-        elif v.device != x.device:
-            raise ValueError(f"the node's state is on {v.device} but the input on {x.device}; "
-                             "call functional.reset_net(net) after moving data to a new device")
-        else:
-            fresh = False
-        if fresh:
+        if not isinstance(v, torch.Tensor) or v.numel() == 0:
             v_init = 0.0 if self.v_reset is None else self.v_reset
             self.v = torch.full_like(x, v_init)
             for name in self._extra_states:
                 setattr(self, name, torch.zeros_like(x))
             self._on_reset()
+        elif v.device != x.device:
+            raise ValueError(f"the node's state is on {v.device} but the input on {x.device}; "
+                             "call functional.reset_net(net) after moving data to a new device")
+        else:
+            self.v = fit_state("the node's state v", v, x, _SHAPE_FIX)
+            for name in self._extra_states:
+                value = getattr(self, name)
+                value = (torch.zeros_like(x) if not isinstance(value, torch.Tensor)
+                         else fit_state(f"the node's state {name}", value, x, _SHAPE_FIX))
+                setattr(self, name, value)
         return (self.v, *(getattr(self, n) for n in self._extra_states))
 
     def _store(self, states: Iterable[torch.Tensor]) -> None:
@@ -260,8 +273,8 @@ class SpikegradNode(neuron.BaseNode):
         def single_step_functional_forward(self, inputs, states, **kwargs):  # noqa: ANN001
             """2.x's functional protocol (used by its graph tools): the same pure step."""
             x = inputs[0]
-            v, *extra = (s if isinstance(s, torch.Tensor) and s.shape == x.shape
-                         else torch.zeros_like(x) for s in states)
+            v, *extra = (fit_state("state", s, x, _SHAPE_FIX) if isinstance(s, torch.Tensor)
+                         and s.numel() else torch.zeros_like(x) for s in states)
             out, *new = self._step(x, v, *extra)
             return (out,), tuple(new)
 

@@ -31,10 +31,14 @@ class NALeaky(SpikegradLeaky):
 
     In the usual per-step loop, the gradient reaching each step's input current is the NA
     estimator of the whole *window*: a window starts at ``init_leaky()``/``reset_mem()``/
-    ``snntorch.utils.reset``/``detach_hidden()`` (or when the ``mem`` passed in is not the one
-    this neuron returned, e.g. detached for truncated BPTT) and ends with the backward pass.
-    Under ``torch.no_grad()`` nothing is recorded. A gradient arriving at ``mem`` (= ``u[t]``)
-    is added to ``δ[t]`` unchanged; none is propagated through time.
+    ``snntorch.utils.reset``/``detach_hidden()`` (or when the ``mem`` passed in is not attached
+    to autograd, e.g. detached for truncated BPTT) and ends with the backward pass. The window
+    follows values, not tensor identity: ``mem.clone()``, ``mem * 1.0``, ``.to`` the same dtype
+    or ``.contiguous()`` between steps leave every gradient unchanged; where the values passed
+    in differ from the ``mem`` returned (a mask, noise), the replay takes the state passed in
+    there, per neuron (see :mod:`spikegrad.adapters.na_window`). Under ``torch.no_grad()``
+    nothing is recorded. A gradient arriving at ``mem`` (= ``u[t]``) is added to ``δ[t]``
+    unchanged; none is propagated through time.
 
     Args:
         beta: membrane decay ``λm = 1 - 1/τm`` (the authors' ``τm = 5``: 0.8).
@@ -101,7 +105,6 @@ class NALeaky(SpikegradLeaky):
         self._setup(flags, reset_delay)
         self._add_state("trace")
         self._window: Window | None = None
-        self._last_mem: torch.Tensor | None = None
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         window = None
@@ -111,16 +114,14 @@ class NALeaky(SpikegradLeaky):
                     "rescale needs the whole window at once: call lif.sequence(cur_seq) "
                     "instead of the per-step loop, or construct NALeaky with rescale=None"
                 )
-            if self._window is None or mem is not self._last_mem:
+            if self._window is None or not mem.requires_grad:  # detached: truncated BPTT
                 self._window = Window(self.rule, self.trace)
             window = self._window
         out, u, self.trace = na_step(input_, mem, self.trace, self.rule, window)
-        self._last_mem = u
         return out, u
 
     def _on_reset(self) -> None:
         self._window = None
-        self._last_mem = None
 
     def _host_touch(self) -> None:
         super()._host_touch()

@@ -188,12 +188,22 @@ class NALIFNode(SpikegradNode):
             if self.rescale is not None:
                 raise ValueError("rescale needs the whole window: use step_mode='m' or "
                                  "rescale=None")
-            if self._window is None or u is not getattr(self, "_last_u", None):
+            if self._window is None or not u.requires_grad:  # detached: a new window
                 self._window = Window(self.rule, trace)
             window = self._window
         out, u, trace = na_step(x, u, trace, self.rule, window)
-        self._last_u = u
-        return out, self._post_reset(u).detach(), u, trace
+        self._v_out = self._post_reset(u).detach()
+        return out, self._v_out, u, trace
+
+    def _states(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        v = self.v
+        if getattr(self, "_v_out", None) is not None and v is not self._v_out:
+            raise ValueError(
+                "NALIFNode keeps its state as the pre-reset potential node.u; node.v is derived "
+                "from it after every step, so a v assigned from outside would be ignored. Set "
+                "node.u instead (or call functional.reset_net(net) to start from rest)"
+            )
+        return super()._states(x)
 
     def _multi(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
         x_seq = self._input(x_seq)
@@ -214,11 +224,12 @@ class NALIFNode(SpikegradNode):
         v_seq = self._post_reset(u_seq.detach()).to(out.dtype)
         last = out[-1].detach() if self.rule.tau_s is not None else torch.zeros_like(v_seq[-1])
         self._window = None
-        return out, v_seq, (v_seq[-1], u_seq[-1].detach(), last)
+        self._v_out = v_seq[-1]
+        return out, v_seq, (self._v_out, u_seq[-1].detach(), last)
 
     def _on_reset(self) -> None:
         self._window = None
-        self._last_u = None
+        self._v_out = None
 
 
 class HTDGLIFNode(SpikegradNode):

@@ -205,6 +205,7 @@ def distance_weight(u: torch.Tensor, cfg: NA) -> torch.Tensor:
 def loss_change(
     c: torch.Tensor, s: torch.Tensor, a: torch.Tensor, e: torch.Tensor, cfg: NA, *,
     a_init: torch.Tensor | None = None, neighbors: int | None = None,
+    changed: torch.Tensor | None = None, u: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``ΔL[k]`` of step 3 for the neighbors ``k < neighbors`` (default: all ``T``).
 
@@ -215,6 +216,10 @@ def loss_change(
     Args:
         c, s, a: the window's inputs, spikes and traces (``a_init`` is the trace before it).
         e: the errors of :func:`errors`.
+        changed: where the state entering step ``t`` was set from outside (a per-step host
+            whose user changed ``mem`` between steps): there every neighbor's potential is the
+            recorded ``u[t]``, i.e. the replay merges with the original trajectory (only the
+            trace gap carries on). Needs ``u``. ``None``: the window is one free run.
 
     Shape:
         c, s, a, e: ``[T, B, *]``; output: ``[K, B, *]``.
@@ -228,9 +233,13 @@ def loss_change(
     a_k = ls * a_prev + gain * flipped if cfg.tau_s is not None else flipped
     v_k = th * s[:K]  # removed spike: parked at exactly ϑ; added spike: reset to 0
     d_l = e[:K] * (a_k - a[:K])
+    if changed is not None and u is None:
+        raise ValueError("loss_change: `changed` needs the recorded potentials `u`")
     for t in range(1, T):
         m = min(t, K)
         u_t = beta * v_k[:m] + c[t]
+        if changed is not None:
+            u_t = torch.where(changed[t], u[t], u_t)
         fire = u_t > th
         v_k[:m] = cfg.after_reset(u_t, fire)
         spikes = fire.to(c.dtype)
@@ -255,10 +264,12 @@ def backward(
 def deltas(
     c: torch.Tensor, u: torch.Tensor, s: torch.Tensor, a: torch.Tensor, e: torch.Tensor,
     cfg: NA, *, a_init: torch.Tensor | None = None, neighbors: int | None = None,
+    changed: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``δ[k] = ΔL[k] w(u[k])`` for ``k < neighbors`` given the errors ``e`` (steps 3-4).
 
     Dispatches to the compiled CPU kernel or to :func:`loss_change` (see ``NA.implementation``).
+    ``changed`` (bool, like ``c``) marks states set from outside; see :func:`loss_change`.
 
     Shape:
         c, u, s, a, e: ``[T, B, *]``; output ``[K, B, *]``.
@@ -269,11 +280,13 @@ def deltas(
     if _use_cpp(cfg, c):
         T = c.shape[0]
         flat = [x.reshape(T, -1).contiguous() for x in (c, u, a, e)]
-        d = na_cpu.load().na_replay(*flat, _flat_or_empty(a_init, flat[0]), K,
+        mask = (c.new_empty(0, dtype=torch.bool) if changed is None
+                else changed.reshape(T, -1).contiguous())
+        d = na_cpu.load().na_replay(*flat, _flat_or_empty(a_init, flat[0]), mask, K,
                                     *_cpp_dynamics(cfg)[:4], cfg.clamp, *_cpp_dynamics(cfg)[4:],
                                     cfg.distance == "inverse_cube")
         return d.view((K,) + tuple(c.shape[1:]))
-    d_l = loss_change(c, s, a, e, cfg, a_init=a_init, neighbors=K)
+    d_l = loss_change(c, s, a, e, cfg, a_init=a_init, neighbors=K, changed=changed, u=u)
     return d_l * distance_weight(u[:K], cfg)
 
 

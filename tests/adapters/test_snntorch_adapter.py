@@ -156,7 +156,9 @@ def test_lazy_state(make):
 
 
 @pytest.mark.parametrize("init_hidden", [False, True])
-def test_batch_size_change_reinitialises_state(make, init_hidden):
+def test_batch_size_change_needs_rest(make, init_hidden):
+    """A state of another batch size raises, naming both shapes (the host silently zeroes it);
+    from rest (``reset_mem()``/``init_leaky()``) a new batch size restarts as in the host."""
     n = make(init_hidden=init_hidden)
     big, small = inputs(batch=5, seed=1), inputs(batch=3, seed=2)
     mem = n.init_leaky()
@@ -166,18 +168,56 @@ def test_batch_size_change_reinitialises_state(make, init_hidden):
         else:
             _, mem = n(big[t], mem)
     assert_nonzero_state(n)
+    shapes = rf"\(5, {small.shape[-1]}\).*\(3, {small.shape[-1]}\)"
+    with pytest.raises(ValueError, match=shapes + ".*reset_mem"):
+        n(small[0]) if init_hidden else n(small[0], mem)
+    mem = n.reset_mem()
+    assert mem.shape == big[0].shape  # the rest state keeps the old batch size ...
     fresh = make(init_hidden=init_hidden)
     fresh_mem = fresh.init_leaky()
     for t in range(3):
         if init_hidden:
             out, ref = n(small[t]), fresh(small[t])
         else:
-            out, mem = n(small[t], mem)  # the batch-5 mem is passed back: re-initialised
+            out, mem = n(small[t], mem)  # ... and restarts at the new one
             ref, fresh_mem = fresh(small[t], fresh_mem)
             assert torch.equal(mem, fresh_mem)
         assert torch.equal(out, ref)
         for s in state_tensors(n):
             assert s.shape == small[t].shape
+
+
+def test_identity_on_mem_between_steps_keeps_gradients(make):
+    """Every stateful neuron: ``mem.clone()`` / ``mem * 1.0`` between steps changes nothing."""
+    x = inputs(seed=4).requires_grad_(True)
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(5))
+
+    def grad(between):
+        n, mem, outs = make(), None, []
+        mem = n.init_leaky()
+        for t in range(x.shape[0]):
+            out, mem = n(x[t], mem)
+            outs.append(out)
+            mem = between(mem)
+        return torch.autograd.grad((torch.stack(outs) * g).sum(), x)[0]
+
+    want = grad(lambda m: m)
+    assert torch.count_nonzero(want) > 0
+    assert torch.equal(grad(lambda m: m.clone()), want)
+    assert torch.equal(grad(lambda m: m * 1.0), want)
+
+
+def test_mem_that_broadcasts_is_used(make):
+    """A ``mem`` of shape ``[N]`` (e.g. a learnt initial state) is broadcast over the batch,
+    not replaced by zeros: the output equals the loop from the expanded state."""
+    x = inputs(batch=4, seed=3)
+    init = torch.linspace(0.1, 0.9, x.shape[-1], dtype=x.dtype)
+    a, b = make(), make()
+    out_a, _ = a(x[0], init)
+    out_b, _ = b(x[0], init.expand_as(x[0]).clone())
+    assert torch.equal(out_a, out_b)
+    with pytest.raises(ValueError, match=r"\(3,\).*does not broadcast"):
+        make()(x[0], torch.zeros(3, dtype=x.dtype))
 
 
 def test_explicit_mem_of_a_new_batch_size(make):

@@ -35,7 +35,15 @@ from torch import nn
 
 from spikegrad.neurons import NALeaky, reset_states
 from spikegrad.rules import na
-from tests.rules.test_na import P, ref_delta, ref_forward
+from tests.rules.test_na import (
+    P,
+    ref_delta,
+    ref_errors,
+    ref_forward,
+    ref_post_reset,
+    ref_trace,
+    ref_weight,
+)
 
 F64 = torch.float64
 TIGHT = {"rtol": 1e-12, "atol": 1e-12}
@@ -249,6 +257,161 @@ def test_one_window_without_reset():
     assert (got - split).abs().max() > 1e-3
 
 
+# --- the window follows values, not tensor identity ---------------------------------------------
+IDENTITIES = {
+    "same": lambda m: m,
+    "clone": lambda m: m.clone(),
+    "times_one": lambda m: m * 1.0,
+    "plus_zero": lambda m: m + 0.0,
+    "to_same_dtype": lambda m: m.to(m.dtype),
+    "to_copy": lambda m: m.to(m.dtype, copy=True),
+    "contiguous": lambda m: m.contiguous(),
+}
+
+
+@pytest.fixture(params=["torch", "cpp"])
+def na_impl(request, monkeypatch):
+    """Both implementations of NA's replay: the torch reference and the compiled kernel."""
+    if request.param == "torch":
+        monkeypatch.setenv("SPIKEGRAD_NA_CPP", "0")
+    else:
+        from spikegrad.rules import na_cpu
+
+        if na_cpu.status() != "available":
+            pytest.skip(f"compiled NA kernel unavailable: {na_cpu.status()}")
+    return request.param
+
+
+def run_between(lif, x, between):
+    """The per-step loop with ``mem = between(t, mem)`` applied after every step."""
+    mem, outs, mems = lif.init_leaky(), [], []
+    for t in range(x.shape[0]):
+        out, mem = lif(x[t], mem)
+        outs.append(out)
+        mems.append(mem)
+        mem = between(t, mem)
+    return torch.stack(outs), torch.stack(mems)
+
+
+@pytest.mark.parametrize("dtype", [F64, torch.float32])
+@pytest.mark.parametrize("tau_s", [None, 2.0], ids=["spikes", "trace"])
+@pytest.mark.parametrize("name", list(IDENTITIES))
+def test_identity_between_steps_keeps_the_window(name, tau_s, dtype, na_impl):
+    """``mem`` passed through an identity between steps gives bit for bit the gradient of the
+    untouched loop, which is the whole-window NA estimator (the sequence call)."""
+    x = currents((8, B, N), seed=40, dtype=dtype)
+    g = randn_like(x, 41)
+    plain, _ = run(NALeaky(0.8, tau_s=tau_s), x)
+    (want,) = torch.autograd.grad((plain * g).sum(), x)
+    outs, _ = run_between(NALeaky(0.8, tau_s=tau_s), x, lambda t, m: IDENTITIES[name](m))
+    (got,) = torch.autograd.grad((outs * g).sum(), x)
+    assert torch.equal(outs, plain)
+    assert torch.equal(got, want)
+    seq, _ = NALeaky(0.8, tau_s=tau_s).sequence(x)
+    (whole,) = torch.autograd.grad((seq * g).sum(), x)
+    torch.testing.assert_close(got, whole, rtol=0, atol=1e-12 if dtype == F64 else 1e-5)
+    if dtype == F64:
+        p = p_of(NALeaky(0.8, tau_s=tau_s))
+        torch.testing.assert_close(got, ref_delta(x, g, p), **TIGHT)
+
+
+def test_identity_changes_the_gradient_if_windows_split():
+    """The check above can fail: a window per step (what the identity test guards against)
+    gives a different gradient on the same inputs."""
+    x = currents((8, B, N), seed=40)
+    g = randn_like(x, 41)
+    outs, _ = run_between(NALeaky(0.8, tau_s=2.0), x, lambda t, m: m.detach())
+    (split,) = torch.autograd.grad((outs * g).sum(), x)
+    (whole,) = torch.autograd.grad((NALeaky(0.8, tau_s=2.0).sequence(x)[0] * g).sum(), x)
+    assert (split - whole).abs().max() > 0.1
+
+
+def ref_delta_set_states(c: torch.Tensor, g: torch.Tensor, passed, p: P) -> torch.Tensor:
+    """Scalar reference of the documented rule for a ``mem`` set between steps.
+
+    ``passed[t]`` is the tensor the user passed into step ``t`` (``None``: the previous step's
+    own ``u``). The forward takes the passed state; wherever it differs from ``u[t-1]``, every
+    neighbor's replay takes it too, i.e. neighbor ``k``'s potential at such a step ``t > k``
+    is the forward's ``u[t]``.
+    """
+    T = c.shape[0]
+    cols_c, cols_g = c.detach().reshape(T, -1).T.tolist(), g.reshape(T, -1).T.tolist()
+    cols_p = [None if x is None else x.detach().reshape(-1).tolist() for x in passed]
+    out = []
+    for j, (cc, gg) in enumerate(zip(cols_c, cols_g)):
+        u, s, a, changed, v, tr = [], [], [], [], 0.0, 0.0
+        for t in range(T):
+            given = None if cols_p[t] is None else cols_p[t][j]
+            changed.append(t > 0 and given is not None and given != u[-1])
+            if given is not None and t > 0:
+                v = ref_post_reset(given, 1.0 if given > p.theta else 0.0, p)
+            ut = p.beta * v + cc[t]
+            st = 1.0 if ut > p.theta else 0.0
+            v, tr = ref_post_reset(ut, st, p), ref_trace(tr, st, p)
+            u.append(ut), s.append(st), a.append(tr)
+        e = ref_errors(gg, p)
+        deltas = []
+        for k in range(T):
+            ak = ref_trace(a[k - 1] if k else 0.0, 1.0 - s[k], p)
+            vk = p.theta if s[k] == 1.0 else 0.0
+            d_l = e[k] * (ak - a[k])
+            for t in range(k + 1, T):
+                ut = u[t] if changed[t] else p.beta * vk + cc[t]
+                st = 1.0 if ut > p.theta else 0.0
+                vk, ak = ref_post_reset(ut, st, p), ref_trace(ak, st, p)
+                d_l += e[t] * (ak - a[t])
+            deltas.append(d_l * ref_weight(u[k], p))
+        out.append(deltas)
+    return torch.tensor(out, dtype=F64).T.reshape(c.shape)
+
+
+@pytest.mark.parametrize("tau_s", [None, 2.0], ids=["spikes", "trace"])
+def test_changed_mem_takes_the_passed_state(tau_s, na_impl):
+    """A ``mem`` whose values the user changed (a per-sample mask at step 2, noise on some
+    neurons at step 4) gives the documented rule's gradient, checked against a scalar loop."""
+    x = currents((8, B, N), seed=42)
+    g = randn_like(x, 43)
+    mask = torch.ones(B, N, dtype=F64)
+    mask[0] = 0.0  # sample 0 restarts
+    noise = randn_like(mask, 44) * 0.3 * (torch.arange(N) % 2 == 0)
+    passed = [None] * x.shape[0]
+
+    def between(t, m):
+        new = m * mask if t == 2 else (m + noise if t == 4 else m)
+        passed[t + 1 if t + 1 < x.shape[0] else t] = new if t in (2, 4) else None
+        return new
+
+    lif = NALeaky(0.8, tau_s=tau_s)
+    outs, _ = run_between(lif, x, between)
+    (got,) = torch.autograd.grad((outs * g).sum(), x)
+    want = ref_delta_set_states(x, g, passed, p_of(lif))
+    torch.testing.assert_close(got, want, **TIGHT)
+    untouched, _ = run(NALeaky(0.8, tau_s=tau_s), x)
+    (plain,) = torch.autograd.grad((untouched * g).sum(), x)
+    assert (got - plain).abs().max() > 1e-3  # the change matters (the check can fail)
+
+
+def test_zeroed_mem_splits_the_window_exactly(na_impl):
+    """Spikes out, all of ``mem`` zeroed after step 3: the gradient is that of two whole
+    windows, ``x[:4]`` and ``x[4:]`` from rest (an independent property of the rule)."""
+    x = currents((9, B, N), seed=45)
+    g = randn_like(x, 46)
+    outs, _ = run_between(NALeaky(0.8), x, lambda t, m: m * 0.0 if t == 3 else m)
+    (got,) = torch.autograd.grad((outs * g).sum(), x)
+    p = p_of(NALeaky(0.8))
+    want = torch.cat([ref_delta(x[:4], g[:4], p), ref_delta(x[4:], g[4:], p)])
+    torch.testing.assert_close(got, want, **TIGHT)
+
+
+def test_in_place_change_of_mem_raises():
+    lif = NALeaky(0.8, tau_s=2.0)
+    x = currents(seed=47)
+    _, mem = lif(x[0], lif.init_leaky())
+    mem.mul_(0.5)
+    with pytest.raises(RuntimeError, match="modified in place.*mem = mem \\* mask"):
+        lif(x[1], mem)
+
+
 def test_no_grad_records_nothing():
     lif = NALeaky(0.8, tau_s=2.0)
     x = currents(seed=18)
@@ -404,7 +567,9 @@ def test_lazy_state_and_batch_change():
     _, m_big = run(lif, big)
     assert lif.trace.shape == (5, N) and torch.count_nonzero(lif.trace) > 0
     old = lif._window
-    o, m = run(lif, small, m_big[-1])  # the batch-5 mem is passed back: re-initialised
+    with pytest.raises(ValueError, match=r"\(5, 5\).*\(2, 5\).*reset_mem"):
+        run(lif, small, m_big[-1])  # the batch-5 mem passed to a batch of 2: refused
+    o, m = run(lif, small, lif.reset_mem())  # from rest, a new batch size is fine
     assert lif._window is not old and len(lif._window) == 5
     assert lif.trace.shape == lif.mem.shape == (2, N)
     p = p_of(lif)

@@ -516,9 +516,14 @@ def test_layer_containers_in_multi_step_mode(cls):
 @pytest.mark.parametrize("mode", ["s", "m"])
 @pytest.mark.parametrize("cls", DEFAULTS)
 def test_batch_size_change_restarts_state(cls, mode, store_v_seq):
+    """Without a reset, a state of another batch size raises naming both shapes (the host
+    fails there too, with a bare size mismatch); from rest any batch size works."""
     node = cls(step_mode=mode, store_v_seq=store_v_seq)
     drive(node, torch.rand(3, 3, N, dtype=F64) * 1.5)
     x = currents((4, 5, N), seed=17, mean=0.8)
+    with pytest.raises(ValueError, match=rf"\(3, {N}\).*\(5, {N}\).*reset_net"):
+        drive(node, x)
+    functional.reset_net(node)
     out, _ = drive(node, x)
     fresh = cls(step_mode=mode)
     expected = drive(fresh, x)[0] if mode == "s" else fresh(x)
@@ -842,3 +847,67 @@ def test_node_trains_in_the_csnn(cls):
         opt.step()
         functional.reset_net(net)
     assert all(not torch.equal(a, p) for a, p in zip(before, net.parameters(), strict=True))
+
+
+# --- NALIFNode in step mode "s": the window follows values; state shapes -------------------------
+@pytest.mark.parametrize("tau_s", [None, 2.0], ids=["spikes", "trace"])
+@pytest.mark.parametrize("how", ["clone", "times_one", "detach_net"])
+def test_na_single_step_window_by_value(how, tau_s):
+    """Touching the node's state between steps with an identity keeps one window (the gradient
+    of step mode "m"); ``functional.detach_net`` starts a new one (truncated BPTT)."""
+    x = currents((8, B, N), seed=60)
+    g = randn_like(x, 61)
+    whole = NALIFNode(tau=5.0, tau_s=tau_s, step_mode="m")
+    (want,) = torch.autograd.grad((whole(x) * g).sum(), x)
+    node = NALIFNode(tau=5.0, tau_s=tau_s)
+    outs = []
+    for t in range(x.shape[0]):
+        outs.append(node(x[t]))
+        if how == "clone":
+            node.u = node.u.clone()
+        elif how == "times_one":
+            node.u = node.u * 1.0
+        elif t == 3:
+            functional.detach_net(node)
+    (got,) = torch.autograd.grad((torch.stack(outs) * g).sum(), x)
+    if how == "detach_net":
+        p = P(beta=0.8, tau_s=tau_s)
+        first = ref_delta(x[:4], g[:4], p)
+        torch.testing.assert_close(got[:4], first, **TIGHT)
+        assert (got - want).abs().max() > 1e-3
+    else:
+        assert torch.equal(got, want)
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+@pytest.mark.parametrize("cls", [ResetTermLIFNode, NALIFNode, HTDGLIFNode, MultiStrengthIFNode])
+def test_state_that_broadcasts_is_used(cls, mode):
+    """A state set to a tensor that broadcasts (``[N]``) is used, as the host's arithmetic
+    would; one that does not raises, naming both shapes."""
+    x = currents((3, B, N), seed=62, mean=0.6).detach()
+    name = "u" if cls is NALIFNode else "v"  # NALIFNode's state is its pre-reset potential
+    a, b, rest = cls(step_mode=mode), cls(step_mode=mode), cls(step_mode=mode)
+    drive(a, x[:1]), drive(b, x[:1])  # NALIFNode: u is a float until the first step
+    drive(rest, x[:1])
+    setattr(a, name, torch.full((N,), -2.0, dtype=F64))
+    setattr(b, name, torch.full((B, N), -2.0, dtype=F64))
+    out_a = drive(a, x)[0]
+    assert torch.equal(out_a, drive(b, x)[0])
+    assert not torch.equal(out_a, drive(rest, x)[0])  # the state was really used
+    c = cls(step_mode=mode)
+    drive(c, x[:1])
+    setattr(c, name, torch.zeros(B + 1, N, dtype=F64))
+    with pytest.raises(ValueError, match=rf"\({B + 1}, {N}\).*\({B}, {N}\)"):
+        drive(c, x)
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+def test_na_node_refuses_an_assigned_v(mode):
+    node = NALIFNode(step_mode=mode)
+    x = currents((3, B, N), seed=63).detach()
+    drive(node, x)
+    node.v = torch.zeros(B, N, dtype=F64)
+    with pytest.raises(ValueError, match="node.u"):
+        drive(node, x)
+    functional.reset_net(node)
+    drive(node, x)  # from rest it runs again

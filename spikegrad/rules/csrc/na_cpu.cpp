@@ -6,7 +6,8 @@
 // Layout: [T, M] (time-major, trailing dimensions flattened), contiguous rows.
 // A replay stops early once the neighbor's state equals the original trajectory's post-reset
 // state (then all later spikes agree): the rest of its loss change is the decaying trace gap
-// times the discounted sum of later errors.
+// times the discounted sum of later errors. Where the state entering a step was set from
+// outside (`changed`, see na.loss_change), the neighbor merges there by definition.
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
 #include <cmath>
@@ -72,13 +73,14 @@ void forward_kernel(const T* c, T* u, T* a, const T* a_init, const T* u_init, in
 constexpr int64_t kBlock = 64;
 
 template <typename T, bool kTrace, bool kSubtract>
-void replay_block(const T* c, const T* u, const T* a, const T* e, const T* a_init, T* delta,
-                  int64_t steps, int64_t m, int64_t neighbors, int64_t lo, int64_t nb,
-                  const Params& p, T* later) {
+void replay_block(const T* c, const T* u, const T* a, const T* e, const T* a_init,
+                  const uint8_t* changed, T* delta, int64_t steps, int64_t m, int64_t neighbors,
+                  int64_t lo, int64_t nb, const Params& p, T* later) {
   using Bits = std::conditional_t<sizeof(T) == 4, uint32_t, uint64_t>;
   const T beta = p.beta, theta = p.theta, ls = p.ls, gain = p.gain;
   alignas(64) T vk[kBlock], ak[kBlock], dl[kBlock], act[kBlock];
   alignas(64) static const T zeros[kBlock] = {};
+  alignas(64) static const uint8_t kept[kBlock] = {};
   if (kTrace) {  // later[t][j] = sum_{t' > t} ls^(t'-t) e[t'][j]
     for (int64_t j = 0; j < nb; ++j) later[(steps - 1) * kBlock + j] = T(0);
     for (int64_t t = steps - 2; t >= 0; --t) {
@@ -101,10 +103,11 @@ void replay_block(const T* c, const T* u, const T* a, const T* e, const T* a_ini
       const T *up = u + (t - 1) * m + lo, *ap = a + (t - 1) * m + lo;
       const T *ct = c + t * m + lo, *et = e + t * m + lo, *at_ = a + t * m + lo;
       const T* lp = later + (t - 1) * kBlock;
+      const uint8_t* cht = changed ? changed + t * m + lo : kept;
       for (int64_t j = 0; j < nb; ++j) {
         const T fo = static_cast<T>(up[j] > theta);
         const T vo = kSubtract ? up[j] - theta * fo : up[j] - up[j] * fo;  // original, reset
-        const T merged = act[j] * static_cast<T>(vk[j] == vo);
+        const T merged = act[j] * static_cast<T>((vk[j] == vo) | (cht[j] != 0));
         if (kTrace) dl[j] += merged * (ak[j] - ap[j]) * lp[j];
         act[j] -= merged;
         const T x = beta * vk[j] + ct[j];
@@ -123,14 +126,16 @@ void replay_block(const T* c, const T* u, const T* a, const T* e, const T* a_ini
 }
 
 template <typename T, bool kTrace, bool kSubtract>
-void replay_kernel(const T* c, const T* u, const T* a, const T* e, const T* a_init, T* delta,
-                   int64_t steps, int64_t m, int64_t neighbors, const Params& p) {
+void replay_kernel(const T* c, const T* u, const T* a, const T* e, const T* a_init,
+                   const uint8_t* changed, T* delta, int64_t steps, int64_t m,
+                   int64_t neighbors, const Params& p) {
   at::parallel_for(0, (m + kBlock - 1) / kBlock, 1, [&](int64_t b0, int64_t b1) {
     std::vector<T> later(kTrace ? steps * kBlock + kBlock : 0);
     for (int64_t blk = b0; blk < b1; ++blk) {
       const int64_t lo = blk * kBlock;
-      replay_block<T, kTrace, kSubtract>(c, u, a, e, a_init, delta, steps, m, neighbors, lo,
-                                         std::min(kBlock, m - lo), p, later.data());
+      replay_block<T, kTrace, kSubtract>(c, u, a, e, a_init, changed, delta, steps, m,
+                                         neighbors, lo, std::min(kBlock, m - lo), p,
+                                         later.data());
     }
   });
 }
@@ -200,9 +205,11 @@ std::vector<torch::Tensor> na_step(torch::Tensor c, torch::Tensor u_prev, torch:
 }
 
 // c, u, a, e: [L, M] (time-major window suffix, contiguous rows, one row stride); a_init:
-// [M] contiguous or empty. Returns delta [neighbors, M].
+// [M] contiguous or empty; changed: bool [L, M] contiguous or empty. Returns delta
+// [neighbors, M].
 torch::Tensor na_replay(torch::Tensor c, torch::Tensor u, torch::Tensor a, torch::Tensor e,
-                        torch::Tensor a_init, int64_t neighbors, double beta, double theta,
+                        torch::Tensor a_init, torch::Tensor changed, int64_t neighbors,
+                        double beta, double theta,
                         double ls, double gain, double clamp, bool trace, bool subtract,
                         bool cube) {
   for (auto* x : {&c, &u, &a, &e}) {
@@ -215,12 +222,17 @@ torch::Tensor na_replay(torch::Tensor c, torch::Tensor u, torch::Tensor a, torch
   TORCH_CHECK(neighbors >= 0 && neighbors <= steps, "neighbors out of range");
   TORCH_CHECK(a_init.numel() == 0 || (a_init.numel() == m && a_init.is_contiguous()),
               "a_init: contiguous, one value per neuron");
+  TORCH_CHECK(changed.numel() == 0 || (changed.sizes() == c.sizes() && changed.is_contiguous()
+                                       && changed.scalar_type() == torch::kBool),
+              "changed: a contiguous bool tensor shaped like c, or empty");
   auto delta = torch::empty({neighbors, m}, c.options());
   const Params p = make_params(beta, theta, ls, gain, clamp, trace, subtract, cube);
   AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "na_replay", [&] {
     const scalar_t* ai = a_init.numel() ? a_init.data_ptr<scalar_t>() : nullptr;
+    const uint8_t* ch =
+        changed.numel() ? reinterpret_cast<const uint8_t*>(changed.data_ptr<bool>()) : nullptr;
     auto args = std::make_tuple(c.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
-                                a.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(), ai,
+                                a.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(), ai, ch,
                                 delta.data_ptr<scalar_t>(), steps, m, neighbors, p);
     if (trace && subtract) std::apply(replay_kernel<scalar_t, true, true>, args);
     else if (trace) std::apply(replay_kernel<scalar_t, true, false>, args);
