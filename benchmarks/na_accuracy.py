@@ -71,7 +71,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import DatasetNotFound, fashion_mnist_tensors  # noqa: E402
 from suite.metrics import machine as cpu_machine  # noqa: E402
 
-from spikegrad import neurons  # noqa: E402
+from spikegrad import neurons, recipes  # noqa: E402
 from spikegrad.rules import na as na_rule  # noqa: E402
 from spikegrad.rules import reset_term  # noqa: E402
 
@@ -159,15 +159,9 @@ def input_trace(x: torch.Tensor, T: int, tau_s: float = TAU_S) -> torch.Tensor:
     return reset_term.trace(x.expand(T, *x.shape).contiguous(), tau_s)
 
 
-def target_trace(labels: torch.Tensor, T: int, n_class: int = 10) -> torch.Tensor:
-    """The PSP trace of the target spike train (label neuron every step, others never)."""
-    d = F.one_hot(labels, n_class).to(torch.float32).expand(T, -1, -1).contiguous()
-    return reset_term.trace(d, TAU_S)
-
-
-def loss_fn(a_out: torch.Tensor, d_trace: torch.Tensor) -> torch.Tensor:
-    """``½ Σ_t Σ_n (d_trace - a_out)²`` per sample, averaged over the batch."""
-    return 0.5 * (d_trace - a_out).pow(2).sum(dim=(0, 2)).mean()
+def loss_fn(a_out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """NA's trace-target loss (:func:`spikegrad.recipes.trace_target_loss`)."""
+    return recipes.trace_target_loss(a_out, labels, tau_s=TAU_S)
 
 
 def make_optimiser(net: nn.Module, lr: float):
@@ -180,7 +174,7 @@ def train_step(net: PaperCNN, opt: torch.optim.Optimizer, x: torch.Tensor, y: to
                ) -> tuple[float, int]:
     """One optimiser step; returns ``(loss, correct predictions in the batch)``."""
     a_out = net(x)
-    loss = loss_fn(a_out, target_trace(y, net.T))
+    loss = loss_fn(a_out, y)
     opt.zero_grad(set_to_none=True)
     loss.backward()
     nn.utils.clip_grad_norm_(net.parameters(), CLIP_NORM)
@@ -202,7 +196,7 @@ def evaluate(net: PaperCNN, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000
         xb, yb = x[i:i + chunk], y[i:i + chunk]
         a_out = net(xb)
         correct += int((a_out.sum(0).argmax(1) == yb).sum())
-        loss_sum += float(loss_fn(a_out, target_trace(yb, net.T))) * len(xb)
+        loss_sum += float(loss_fn(a_out, yb)) * len(xb)
         r = [v * len(xb) for v in net.rates]
         rates = r if rates is None else [p + q for p, q in zip(rates, r, strict=True)]
     net.train()
@@ -212,7 +206,7 @@ def evaluate(net: PaperCNN, x: torch.Tensor, y: torch.Tensor, chunk: int = 1000
 def warm_up(rule: str, T: int) -> None:
     """One untimed forward and backward (builds or loads the compiled NA kernel: ~40 s once)."""
     net = PaperCNN(rule, T)
-    loss_fn(net(torch.rand(2, 1, 28, 28)), target_trace(torch.tensor([0, 1]), T)).backward()
+    loss_fn(net(torch.rand(2, 1, 28, 28)), torch.tensor([0, 1])).backward()
 
 
 def run_rule(rule: str, data, args: argparse.Namespace, log=print) -> dict:

@@ -1,5 +1,9 @@
 """Each rule in each host, trained by its paper's recipe or by one common recipe.
 
+The recipe pieces themselves (losses, readout, input filter, warm-up, NA's initialisation and
+optimiser constants) are the installed :mod:`spikegrad.recipes`; this module only says which
+rule gets which piece in the benchmark.
+
 Neurons (every conv/linear layer of the ``--arch`` network gets one; ``τm = 5`` so ``β = 0.8``,
 ``θ = 1``, ``τs = 2`` wherever a rule has these constants):
 
@@ -25,7 +29,7 @@ The paper recipe (``--recipe paper``) of each rule:
   ``kaiming_normal_`` linear layers (RULES.md §3).
 - ``reset-term``: the same network and optimiser (the author's framework), hidden layers output
   their trace, the output layer its spikes, and the van Rossum loss
-  (``reset_term.van_rossum_loss``, ``τs = 2``) to the same target train (RULES.md §2).
+  (``recipes.van_rossum_target_loss``, ``τs = 2``) to the same target train (RULES.md §2).
 - ``bpsa-bpta``: a voting output layer (10 neurons per class, averaged), MSE between the
   time-averaged vote and the one-hot label, the first 5 % of the first epoch's steps in warm-up
   (the nodes run as ReLU), max pooling (RULES.md §4).
@@ -48,17 +52,17 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
+from spikegrad import recipes as pieces
 from spikegrad.adapters import network as netlib
-from spikegrad.rules import reset_term, ttfs
+from spikegrad.rules import ttfs
 
 RULES = ("baseline", "reset-term", "na", "bpsa-bpta", "ttfs", "multi-strength")
 RECIPES = ("paper", "common")
 FRAMEWORKS = ("snntorch", "spikingjelly")
-TAU_M, BETA, THRESHOLD, TAU_S = 5.0, 0.8, 1.0, 2.0
-VOTES = 10  # BPSA/BPTA's voting layer: neurons per class
+TAU_M, BETA, THRESHOLD, TAU_S = 5.0, 0.8, 1.0, pieces.TAU_S
+VOTES = pieces.VOTES  # BPSA/BPTA's voting layer: neurons per class
 
 
 @dataclass(frozen=True)
@@ -93,8 +97,9 @@ class Optimiser:
         return ", ".join(parts)
 
 
-NA_OPTIMISER = Optimiser("adamw", 5e-4, weight_decay=0.01, gamma=0.985, clip_norm=1.0,
-                         weight_clamp=4.0)
+NA_OPTIMISER = Optimiser("adamw", pieces.NA_LR, weight_decay=pieces.NA_WEIGHT_DECAY,
+                         gamma=pieces.NA_GAMMA, clip_norm=pieces.NA_CLIP_NORM,
+                         weight_clamp=pieces.NA_WEIGHT_CLAMP)
 TUTORIAL_OPTIMISER = Optimiser("adam", 5e-4)
 
 
@@ -222,56 +227,38 @@ def build(rec: Recipe, host: str, arch: str, in_shape: tuple[int, ...], num_clas
     net = netlib.build_network(spec, host=host, neuron=factory, in_shape=in_shape,
                                pooling=rec.pooling)
     if rec.na_init:
-        for m in net.synapses():
-            if isinstance(m, nn.Linear):
-                nn.init.kaiming_normal_(m.weight)
+        pieces.na_init_(nn.ModuleList(net.synapses()))
     return net
 
 
 def encode(rec: Recipe, x: torch.Tensor, T: int, temporal: bool) -> torch.Tensor:
     """The network input ``[T, B, *]``: a static image repeated ``T`` times (direct input), or
     event frames ``[B, T, *]`` made time-major; PSP-filtered where the recipe says so."""
-    x_seq = x.transpose(0, 1) if temporal else x.unsqueeze(0).expand(T, *x.shape)
-    x_seq = x_seq.contiguous()
-    return reset_term.trace(x_seq, TAU_S) if rec.input_trace else x_seq
-
-
-def _votes(rec: Recipe, out: torch.Tensor) -> torch.Tensor:
-    if rec.votes == 1:
-        return out
-    return out.unflatten(-1, (-1, rec.votes)).mean(-1)
+    x_seq = x.transpose(0, 1).contiguous() if temporal else pieces.repeat(x, T)
+    return pieces.psp_filter(x_seq, TAU_S) if rec.input_trace else x_seq
 
 
 def loss_fn(rec: Recipe) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """``loss(out [T, B, classes·votes], labels [B])``, computed in float32."""
+    """``loss(out [T, B, classes·votes], labels [B])``, computed in float32 with the pieces of
+    :mod:`spikegrad.recipes`."""
     def loss(out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = _votes(rec, out.float())
-        T, _, n = out.shape
+        out = out.float()
+        if rec.loss == "rate-mse":
+            return pieces.voting_mse_loss(out, y, votes=rec.votes)
+        out = pieces.vote(out, rec.votes)
         if rec.loss == "ttfs-ce":
             return ttfs.ce_temporal_loss()(out, y)
-        if rec.loss == "rate-ce":  # snntorch's ce_rate_loss: CE at every step, averaged
-            return F.cross_entropy(out.flatten(0, 1), y.repeat(T))
-        onehot = F.one_hot(y, n).to(out.dtype)
-        if rec.loss == "rate-mse":
-            return F.mse_loss(out.mean(0), onehot)
-        target = onehot.expand(T, -1, -1).contiguous()  # the label neuron spikes every step
+        if rec.loss == "rate-ce":
+            return pieces.rate_ce_loss(out, y)
         if rec.loss == "van-rossum":
-            return reset_term.van_rossum_loss(out, target, tau_s=TAU_S)
-        d = reset_term.trace(target, TAU_S)
-        return 0.5 * (d - out).pow(2).sum(dim=(0, 2)).mean()
+            return pieces.van_rossum_target_loss(out, y, tau_s=TAU_S)
+        return pieces.trace_target_loss(out, y, tau_s=TAU_S)
     return loss
 
 
 def predict(rec: Recipe, out: torch.Tensor) -> torch.Tensor:
     """Predicted classes ``[B]`` from the network output."""
-    out = _votes(rec, out.float())
-    if rec.readout == "first-spike":
-        return ttfs.first_spike_time(out).argmin(dim=1)
-    return out.sum(0).argmax(dim=1)
+    return pieces.predict(out.float(), readout=rec.readout, votes=rec.votes)
 
 
-def set_warm_up(net: nn.Module, on: bool) -> None:
-    """Switch the BPSA warm-up (nodes run as ReLU) of every node that has one."""
-    for m in net.modules():
-        if hasattr(m, "warm_up"):
-            m.warm_up = on
+set_warm_up = pieces.set_warm_up  # the BPSA/BPTA ReLU warm-up of every node that has one
