@@ -35,53 +35,36 @@ before it to run the kernels on CPU tensors in Triton's interpreter, for tests).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import torch
-
-from spikegrad.rules.triton_kernels.spec import ResetTermSpec, available, reset_term_spec
-
-if TYPE_CHECKING:
-    from spikegrad.rules.bpsta import HTDGLIF
-    from spikegrad.rules.multistrength import MultiStrength
-    from spikegrad.rules.na import NA, Rescale
-
-Tensor = torch.Tensor
-Pair = tuple[torch.Tensor, torch.Tensor]
+from spikegrad.rules.triton_kernels.spec import (
+    ResetTermSpec,
+    available,
+    reset_term_spec,
+    triton_problem,
+)
 
 __all__ = ["available", "ResetTermSpec", "reset_term_spec", "reset_term_sequence",
            "na_sequence", "bpsta_sequence", "multistrength_sequence"]
 
+_ENTRY_POINTS = ("reset_term_sequence", "na_sequence", "bpsta_sequence",
+                 "multistrength_sequence")
 
-def _functions() -> Any:
-    """:mod:`.functions` (imports Triton), or ImportError saying why Triton is unusable."""
-    from spikegrad.rules.triton_kernels.spec import _triton_problem
 
-    problem = _triton_problem()
+def __getattr__(name: str) -> Any:
+    """The entry points of :mod:`.functions`, imported (with Triton) on first access.
+
+    Raises:
+        ImportError: Triton is missing or broken (the message says which).
+        AttributeError: ``name`` is not an entry point.
+    """
+    if name not in _ENTRY_POINTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    problem = triton_problem()
     if problem is not None:
-        raise ImportError(f"the Triton kernels cannot run: {problem}")
+        raise ImportError(f"spikegrad.rules.triton_kernels.{name}: {problem}")
     from spikegrad.rules.triton_kernels import functions
 
-    return functions
-
-
-def reset_term_sequence(c: Tensor, v0: Tensor | None, a0: Tensor | None,
-                        spec: ResetTermSpec) -> Pair:
-    """See :func:`.functions.reset_term_sequence` (imports Triton on the first call)."""
-    return _functions().reset_term_sequence(c, v0, a0, spec)
-
-
-def na_sequence(c: Tensor, cfg: NA, rescale: Rescale | None = None,
-                u_init: Tensor | None = None, a_init: Tensor | None = None) -> Pair:
-    """See :func:`.functions.na_sequence` (imports Triton on the first call)."""
-    return _functions().na_sequence(c, cfg, rescale, u_init, a_init)
-
-
-def bpsta_sequence(x: Tensor, v0: Tensor | None, cfg: HTDGLIF) -> Pair:
-    """See :func:`.functions.bpsta_sequence` (imports Triton on the first call)."""
-    return _functions().bpsta_sequence(x, v0, cfg)
-
-
-def multistrength_sequence(z: Tensor, v0: Tensor | None, cfg: MultiStrength) -> Pair:
-    """See :func:`.functions.multistrength_sequence` (imports Triton on the first call)."""
-    return _functions().multistrength_sequence(z, v0, cfg)
+    fn = getattr(functions, name)
+    globals()[name] = fn  # later lookups are plain attributes (and traceable by torch.compile)
+    return fn

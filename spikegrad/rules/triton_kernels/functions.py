@@ -16,7 +16,7 @@ from spikegrad.rules.bpsta import HTDGLIF
 from spikegrad.rules.multistrength import MultiStrength
 from spikegrad.rules.na import NA, Rescale
 from spikegrad.rules.triton_kernels import ops
-from spikegrad.rules.triton_kernels.spec import ResetTermSpec, available, f32, f32_div
+from spikegrad.rules.triton_kernels.spec import ResetTermSpec, device_problem, f32, f32_div
 
 __all__ = ["reset_term_sequence", "na_sequence", "bpsta_sequence", "multistrength_sequence"]
 
@@ -34,7 +34,7 @@ def _check(x: torch.Tensor, name: str) -> torch.Tensor:
         raise TypeError(f"{name} must be a floating-point tensor, got {getattr(x, 'dtype', x)}")
     if x.dim() < 1 or x.shape[0] < 1:
         raise ValueError(f"{name} must be time-major [T, *] with T >= 1, got {tuple(x.shape)}")
-    problem = available(x.device, x.dtype)
+    problem = None if torch.compiler.is_compiling() else device_problem(x.device, x.dtype)
     if problem is not None:
         raise (TypeError if "dtype" in problem else ValueError)(
             f"the Triton kernels cannot run this call: {problem}")

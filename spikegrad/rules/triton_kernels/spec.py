@@ -22,8 +22,8 @@ from spikegrad._checks import check_choice, check_number
 from spikegrad.rules.reset_term import MECHANISMS
 from spikegrad.rules.surrogate import ATan, Sigmoid, Surrogate
 
-__all__ = ["DTYPES", "ResetTermSpec", "reset_term_spec", "available", "interpreting", "f32",
-           "f32_div"]
+__all__ = ["DTYPES", "ResetTermSpec", "reset_term_spec", "available", "device_problem",
+           "interpreting", "triton_problem", "f32", "f32_div"]
 
 #: storage dtypes of the kernels (arithmetic is float32 for all of them)
 DTYPES = (torch.float32, torch.float16, torch.bfloat16)
@@ -105,7 +105,8 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")
 
 
-def _triton_problem() -> str | None:
+def triton_problem() -> str | None:
+    """Why Triton cannot be imported (``None`` if it can)."""
     if importlib.util.find_spec("triton") is None:
         return "triton is not installed (pip install triton; it comes with CUDA builds of torch)"
     try:
@@ -128,9 +129,13 @@ def available(device: torch.device | str | None = None,
     Returns:
         ``None`` when usable, else a sentence saying why not.
     """
-    problem = _triton_problem()
-    if problem is not None:
-        return problem
+    problem = triton_problem()
+    return problem if problem is not None else device_problem(device, dtype)
+
+
+def device_problem(device: torch.device | str | None = None,
+                   dtype: torch.dtype | None = None) -> str | None:
+    """:func:`available` without the Triton import check (for callers that imported it)."""
     if dtype is not None and dtype not in DTYPES:
         return f"dtype {dtype} has no Triton kernel (float32, float16, bfloat16)"
     dev = torch.device("cuda" if device is None else device)
