@@ -364,11 +364,18 @@ def test_available_and_errors_name_the_reason():
         triton_kernels.not_an_entry_point  # noqa: B018
 
 
-def test_states_broadcast_and_their_gradients_sum_back():
+def test_states_broadcast_and_inputs_need_not_be_contiguous():
+    """States ``[5]`` / ``[1, 5]`` for ``[T, 4, 5]`` broadcast (gradients summed back); a
+    transposed input runs as its contiguous copy."""
     spec = rt_spec(RT[1])
     c, v0, a0 = inputs((3, 4, 5), seed=4)
     compare(lambda c_, v_, a_: tk.reset_term_sequence(c_, v_, a_, spec), rt_reference(RT[1]),
             [c.requires_grad_(), v0[0].requires_grad_(), a0[:1].requires_grad_()], F32, 4)
+    x, v0, _ = inputs((3, 5, 4), seed=5)
+    x = x.to(DEVICE).transpose(1, 2)
+    assert not x.is_contiguous()
+    compare(lambda x_, v_: tk.bpsta_sequence(x_, v_, HT_CFGS[2]), loop(_ht_step, HT_CFGS[2]),
+            [x.requires_grad_(), v0.transpose(0, 1).requires_grad_()], F32, 5)
 
 
 _NO_TRITON = """
@@ -385,74 +392,6 @@ else:
     raise AssertionError("no ImportError")
 print("no-triton ok")
 """
-
-_COMPILE = """
-import torch
-import triton
-import torch._functorch.config
-from triton.backends.compiler import GPUTarget
-from torch._dynamo.backends.common import aot_autograd
-from spikegrad.rules import bpsta, multistrength, na, surrogate
-from spikegrad.rules import triton_kernels as tk
-from spikegrad.rules.triton_kernels import kernels_lif as K, kernels_na as KN
-
-F32_PTRS = {"u_ptr", "h_ptr", "u0_ptr", "U_ptr", "A_ptr", "E_ptr", "g_u_ptr"}
-
-def ptx(kernel, store, flags):
-    names = kernel.arg_names
-    consts = {names[i]: flags.get(names[i], True) for i in kernel.constexprs}
-    consts["BLOCK"] = 128
-    sig = {n: "constexpr" if n in consts else ("*fp32" if n in F32_PTRS else store)
-           if n.endswith("_ptr") else "i32" if n in ("T", "N", "last") else "fp32"
-           for n in names}
-    src = triton.compiler.ASTSource(fn=kernel, signature=sig, constexprs=consts)
-    out = triton.compile(src, target=GPUTarget("cuda", 90, 32),
-                         options={"enable_fp_fusion": False, "num_warps": 4})
-    return out.asm["ptx"]
-
-done = 0
-for kernel, variants in [
-        (K.reset_term_fwd, [{}, {"SUBTRACT": False, "TRACE": False}]),
-        (K.reset_term_bwd, [{"SURROGATE": 0}, {"SURROGATE": 1, "SUBTRACT": False}]),
-        (K.bpsta_fwd, [{}, {"PAPER": False}]), (K.bpsta_bwd, [{}, {"PAPER": False}]),
-        (K.multistrength_fwd, [{}, {"CAPPED": False, "RECIP": False}]),
-        (K.multistrength_bwd, [{}, {"DETACH": False, "RECIP": False}]),
-        (KN.na_fwd, [{}, {"TRACE": False}]), (KN.na_bwd, [{}, {"TRACE": False, "CUBE": False}])]:
-    for store, flags in zip(("*bf16", "*fp16"), variants):
-        text = ptx(kernel, store, flags)
-        assert ".entry" in text and "fma." not in text and "div.full" not in text, kernel
-        assert "div.approx" not in text, kernel
-        done += 1
-print("ptx ok", done)
-
-torch._functorch.config.force_non_lazy_backward_lowering = True
-graphs = []
-def keep(gm, example_inputs):
-    graphs.append(gm.code)
-    return gm
-backend = aot_autograd(fw_compiler=keep, bw_compiler=keep)
-spec = tk.reset_term_spec(0.75, 1.0, surrogate.ATan(), "zero", 1.0, 2.0)
-calls = [("reset_term", lambda c, v: tk.reset_term_sequence(c, v, None, spec)),
-         ("na", lambda c, v: tk.na_sequence(c, na.NA(tau_s=2.0), None, v, None)),
-         ("bpsta", lambda c, v: tk.bpsta_sequence(c, v, bpsta.HTDGLIF())),
-         ("multistrength", lambda c, v: tk.multistrength_sequence(
-             c, v, multistrength.MultiStrength(max_strength=2)))]
-ok = 0
-for name, fn in calls:
-    torch._dynamo.reset()
-    graphs.clear()
-    c, v = torch.rand(4, 3, requires_grad=True), torch.zeros(3)
-    try:
-        torch.compile(fn, backend=backend, fullgraph=True)(c, v)
-    except Exception as exc:  # no GPU driver: running the compiled graph fails
-        assert "driver" in str(exc), exc
-    assert len(graphs) == 2, (name, len(graphs))
-    for code in graphs:
-        assert code.count("triton_kernel_wrapper_functional(") == 1, (name, code)
-    ok += 1
-print("graphs ok", ok)
-"""
-
 
 def _run(*args: str, interpret: bool = False) -> str:
     """``python *args`` in a fresh process (the repository on ``PYTHONPATH``): its output."""
@@ -478,8 +417,9 @@ def test_kernels_compile_to_ptx_and_trace_into_compile_graphs():
     """In a fresh process without the interpreter (and without a GPU): every kernel compiles
     to PTX for sm_90 (bfloat16 and float16 storage, several flag sets) with no FMA and no
     approximate division, and ``torch.compile`` traces each rule's operators into forward and
-    backward graphs that hold the Triton kernels (what Inductor compiles on a GPU)."""
-    out = _run("-c", _COMPILE)
+    backward graphs that hold the Triton kernels (what Inductor compiles on a GPU); see
+    :mod:`spikegrad.rules.triton_kernels.check`."""
+    out = _run("-m", "spikegrad.rules.triton_kernels.check")
     assert "ptx ok 16" in out and "graphs ok 4" in out, out
 
 

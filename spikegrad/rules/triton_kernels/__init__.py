@@ -28,7 +28,8 @@ one step ``[*]``; all differentiable through ``torch.library.triton_op`` operato
   dtype), else the reason. The entry points raise with that reason.
 
 Modules: :mod:`.spec` (no Triton), :mod:`.kernels_lif` and :mod:`.kernels_na` (the
-``@triton.jit`` kernels), :mod:`.ops` (operator registration), :mod:`.functions`. Importing
+``@triton.jit`` kernels), :mod:`.ops` (operator registration), :mod:`.functions`,
+:mod:`.check` (GPU-free checks: PTX for sm_90, ``torch.compile`` graphs). Importing
 this package does not import Triton; the first entry-point call does (set ``TRITON_INTERPRET=1``
 before it to run the kernels on CPU tensors in Triton's interpreter, for tests).
 """
