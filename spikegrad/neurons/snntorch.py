@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_choice, check_number, check_parameter
+from spikegrad.adapters.silence import BPSA_FIX, SilenceWatch
 from spikegrad.adapters.snntorch import SpikegradLeaky
 from spikegrad.rules import bpsta, multistrength, reset_term, surrogate
 
@@ -183,11 +184,18 @@ class HTDGLIFLeaky(SpikegradLeaky):
             learn_graded_spikes_factor=(learn_graded_spikes_factor, False, _UNSUPPORTED),
         )
         self._setup(flags, reset_delay)
+        self._silence = SilenceWatch(type(self).__name__, BPSA_FIX)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.warm_up:
             return torch.relu(input_), mem
-        return bpsta.step(input_, mem, self.rule)
+        out, mem = bpsta.step(input_, mem, self.rule)
+        if self.training and input_.requires_grad and torch.is_grad_enabled():
+            self._silence.observe(out)
+        return out, mem
+
+    def _on_reset(self) -> None:
+        self._silence.boundary()  # a layer silent through a whole training sequence warns
 
     def _on_load(self) -> None:
         decay = None if self.rule.mode == "braincog" else float(self.beta)

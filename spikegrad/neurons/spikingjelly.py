@@ -19,6 +19,7 @@ import torch
 
 from spikegrad._checks import check_number
 from spikegrad.adapters.na_window import Window, na_step
+from spikegrad.adapters.silence import BPSA_FIX, SilenceWatch
 from spikegrad.adapters.spikingjelly import SpikegradNode, check_tau
 from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate
 from spikegrad.rules.cupy_kernels import functions as fused
@@ -259,7 +260,15 @@ class HTDGLIFNode(SpikegradNode):
                         surrogate_function=surrogate.Sigmoid(), detach_reset=False,
                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
         self.rule_cfg, self.warm_up = rule, bool(warm_up)
+        self._silence = SilenceWatch(type(self).__name__, BPSA_FIX)
         self._finish_init()
+
+    def _watch(self, x: torch.Tensor, out: torch.Tensor) -> None:
+        if self.training and x.requires_grad and torch.is_grad_enabled():
+            self._silence.observe(out)
+
+    def _on_reset(self) -> None:
+        self._silence.boundary()  # a layer silent through a whole training sequence warns
 
     def extra_repr(self) -> str:
         r = self.rule_cfg
@@ -271,6 +280,7 @@ class HTDGLIFNode(SpikegradNode):
         if self.warm_up:
             return torch.relu(x), v
         o, _, v = bpsta.step_v(x, v, self.rule_cfg)
+        self._watch(x, o)
         return o, v
 
     def _cupy_kernel(self) -> Any:
@@ -281,6 +291,7 @@ class HTDGLIFNode(SpikegradNode):
 
     def _multi_cupy(self, x_seq, v):  # noqa: ANN001, ANN202
         o, v_seq = fused.bpsta_sequence(x_seq, v, self._cupy_kernel())
+        self._watch(x_seq, o)
         return o, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 
 
