@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-TONIC_INSTALL = 'pip install "tonic>=1.6,<1.8"  (or: pip install -e ".[bench]")'
+TONIC_INSTALL = 'pip install "tonic>=1.6,<1.8"  (or: pip install -e ".[nmnist]")'
 CIFAR_FOLDER = "cifar-10-batches-py"
 CIFAR_TRAIN = tuple(f"data_batch_{i}" for i in range(1, 6))
 CIFAR_TEST = ("test_batch",)

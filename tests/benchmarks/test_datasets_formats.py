@@ -317,4 +317,4 @@ def test_nmnist_without_tonic_says_how_to_install(tmp_path, monkeypatch):
     with pytest.raises(datasets.DatasetNotFound) as err:
         datasets.load_dataset("nmnist", T=2, data_dir=tmp_path)
     assert 'pip install "tonic>=1.6,<1.8"' in str(err.value)
-    assert 'pip install -e ".[bench]"' in str(err.value)
+    assert 'pip install -e ".[nmnist]"' in str(err.value)
