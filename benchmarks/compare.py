@@ -43,7 +43,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import DATASETS, DatasetNotFound, load_dataset  # noqa: E402
-from suite import metrics, plots, recipes, speed, train  # noqa: E402
+from suite import gradient_run, metrics, plots, recipes, speed, train  # noqa: E402
 from suite.store import CorruptResults, Store, atomic_write, summary  # noqa: E402
 
 from spikegrad.adapters.network import PRESETS  # noqa: E402
@@ -104,9 +104,21 @@ def parser() -> argparse.ArgumentParser:
                    help="a small subset that finishes in a few minutes on 2 CPU cores: 1 epoch "
                    "on 4 096 training and 1 000 test images (train), N=256 and T in {4, 8} "
                    "(speed); explicit options still win")
-    p.add_argument("--mode", choices=("train", "speed"), default="train",
+    p.add_argument("--mode", choices=("train", "speed", "gradient"), default="train",
                    help="train: accuracy and cost per rule; speed: layer and step timings "
-                   "against the host's native LIF (default: train)")
+                   "against the host's native LIF; gradient: how well each rule's weight "
+                   "gradient points where the loss goes down, against an evolution-strategies "
+                   "estimate of the smoothed loss's gradient (default: train)")
+    p.add_argument("--directions", type=int, default=None,
+                   help="gradient mode: antithetic direction pairs N (default: "
+                   f"{gradient_run.DEFAULTS['directions']})")
+    p.add_argument("--sigma", type=float, default=None,
+                   help="gradient mode: perturbation scale σ in weight units (default: "
+                   f"{gradient_run.DEFAULTS['sigma']})")
+    p.add_argument("--gradient-dims", type=int, default=None,
+                   help="gradient mode: weights measured per layer, a fixed random subset "
+                   f"(default: {gradient_run.DEFAULTS['dims']}; 0: all, which needs far more "
+                   "directions)")
     p.add_argument("--train-subset", type=int, default=None,
                    help="train on a fixed random subset of N images (default: all)")
     p.add_argument("--test-subset", type=int, default=None,
@@ -124,6 +136,24 @@ def parser() -> argparse.ArgumentParser:
 
 def _settle(args: argparse.Namespace, p: argparse.ArgumentParser) -> None:
     """Fill the defaults (those --quick and --mode change), and check the numbers."""
+    if args.mode != "gradient":
+        given = [n for n in ("directions", "sigma", "gradient_dims")
+                 if getattr(args, n) is not None]
+        if given:
+            names = ", ".join("--" + n.replace("_", "-") for n in given)
+            p.error(f"{names}: gradient mode only (--mode gradient)")
+    else:
+        if args.amp or args.epochs is not None or args.lr is not None or args.recipe is not None:
+            p.error("--amp, --epochs, --lr and --recipe: gradient mode measures each rule's "
+                    "paper recipe on one batch, without training")
+        d = gradient_run.DEFAULTS
+        args.directions = d["directions"] if args.directions is None else args.directions
+        args.sigma = d["sigma"] if args.sigma is None else args.sigma
+        dims = d["dims"] if args.gradient_dims is None else args.gradient_dims
+        args.gradient_dims = None if dims == 0 else dims
+        args.batch_size = d["batch_size"] if args.batch_size is None else args.batch_size
+        if args.directions < 2 or not args.sigma > 0 or (dims is not None and dims < 0):
+            p.error("--directions must be >= 2, --sigma > 0 and --gradient-dims >= 0")
     if args.mode == "speed":
         given = [k for k in TRAIN_ONLY if getattr(args, k) is not None]
         if given or args.amp:
@@ -227,6 +257,33 @@ def _train_all(args: argparse.Namespace, ctx: train.Dist, store: Store, say) -> 
     return source
 
 
+def _gradient_all(args: argparse.Namespace, ctx: train.Dist, store: Store, say) -> str | None:
+    """Every (framework, rule, seed) in gradient mode; returns the data source, or None."""
+    try:
+        data = load_dataset(args.dataset, T=args.T, data_dir=args.data_dir)
+    except DatasetNotFound as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    say(f"{args.dataset} from {data.source}: one fixed batch of {args.batch_size} training "
+        f"images; {args.directions} direction pairs, σ = {args.sigma:g}, "
+        f"{args.gradient_dims or 'all'} weights per layer")
+    args.gradient_ids = set()
+    for fw, rule, seed in itertools.product(args.frameworks, args.rules, args.seed):
+        cfg = gradient_run.GradientConfig(
+            framework=fw, rule=rule, dataset=args.dataset, arch=args.arch, T=args.T, seed=seed,
+            batch_size=args.batch_size, device=args.device, directions=args.directions,
+            sigma=args.sigma, dims=args.gradient_dims)
+        args.gradient_ids.add(cfg.config_id)
+        status = gradient_run.run(cfg, data, store, dist=ctx, retry_failed=args.retry_failed,
+                                  log=say)
+        if status == "skipped":
+            say(f"[gradient {fw}/{rule}] already in {store.path}; skipped")
+        elif status == "failed before":
+            say(f"[gradient {fw}/{rule}] recorded as failed by an earlier run; --retry-failed "
+                "runs it again")
+    return f"{args.dataset} from {data.source}"
+
+
 def _speed_all(args: argparse.Namespace, store: Store, say) -> str:
     if "ttfs" in args.rules:
         say("ttfs is a loss, not a neuron: speed mode leaves it out (benchmarks/ttfs_speed.py "
@@ -257,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.mode == "speed":
             source = _speed_all(args, store, say) if ctx.rank == 0 else ""
+        elif args.mode == "gradient":
+            source = _gradient_all(args, ctx, store, say)
+            if source is None:
+                return 2
         else:
             source = _train_all(args, ctx, store, say)
             if source is None:
@@ -272,9 +333,18 @@ def main(argv: list[str] | None = None) -> int:
               f"Machine: {metrics.machine(torch.device(args.device))}; {source}; "
               f"{time.strftime('%Y-%m-%d %H:%M')}; this invocation took "
               f"{time.perf_counter() - t0:.0f} s.")
-    text = summary(store.rows, header, epochs=args.epochs if args.mode == "train" else None)
-    atomic_write(store.dir / "summary.md", text.encode())
-    made = plots.all_plots(store.rows, store.dir)
+    if args.mode == "gradient":  # this invocation's configurations only
+        mine = [r for r in store.rows if r.get("config_id") in args.gradient_ids]
+        text = f"{header}\n\n{gradient_run.EXPLAIN}\n\n{gradient_run.table(mine)}\n"
+        title = (f"{args.dataset}, {args.arch}, T={args.T}, one batch of {args.batch_size}, "
+                 f"N={args.directions} pairs, σ={args.sigma:g}, "
+                 f"{args.gradient_dims or 'all'} weights/layer, {args.device}")
+        made = [m for m in [gradient_run.plot(mine, store.dir / "gradient.png", title)] if m]
+        atomic_write(store.dir / "summary.md", text.encode())
+    else:
+        text = summary(store.rows, header, epochs=args.epochs if args.mode == "train" else None)
+        atomic_write(store.dir / "summary.md", text.encode())
+        made = plots.all_plots(store.rows, store.dir)
     print("\n" + text)
     print(f"wrote {store.path}, {store.dir / 'summary.md'}"
           + "".join(f", {m}" for m in made))

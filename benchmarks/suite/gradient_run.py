@@ -27,6 +27,14 @@ from suite.store import Store
 from suite.train import Dist, fetch, subset_indices
 
 DEFAULTS = {"directions": 128, "sigma": 0.05, "dims": 32, "batch_size": 32}
+EXPLAIN = (
+    "cosine: between the rule's weight gradient and the antithetic evolution-strategies estimate "
+    "of the gradient of the Gaussian-smoothed loss (1.0 would be perfect agreement with the "
+    "estimate); band: its spread over resampled direction sets; ceiling: the estimate's own "
+    "cosine to the smoothed gradient (the most a rule can score here); sign agree: share of "
+    "measured weights whose gradient signs agree; loss-drop ratio: the smoothed loss's decrease "
+    "over a step along the rule's gradient divided by that along the estimate (same length); "
+    "per layer: the cosine of each weight layer.")
 
 
 @dataclass(frozen=True)

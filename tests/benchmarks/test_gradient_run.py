@@ -71,3 +71,31 @@ def test_resume_and_failures(tmp_path):
     assert gradient_run.run(bad, data, store, dist=Dist(), log=lambda _: None) == "failed"
     assert store.of(bad.config_id)[-1]["status"] == "failed"
     assert gradient_run.run(bad, data, store, dist=Dist(), log=lambda _: None) == "failed before"
+
+
+def test_compare_gradient_mode_end_to_end(tmp_path, monkeypatch, capsys):
+    """``compare.py --mode gradient``: rows for both hosts, the summary and the plot cover
+    exactly this invocation's configurations, a rerun resumes, wrong options are refused."""
+    import compare
+
+    monkeypatch.setattr(compare, "load_dataset", lambda *a, **k: tiny_data())
+    out = tmp_path / "g"
+    base = ["--mode", "gradient", "--arch", "4C3-P2-16-10", "--T", "3", "--batch-size", "8",
+            "--directions", "6", "--gradient-dims", "5", "--device", "cpu", "--out", str(out)]
+    assert compare.main([*base, "--rules", "na", "bpsa-bpta"]) == 0
+    rows = [r for r in Store(out).rows if r["mode"] == "gradient"]
+    assert {(r["framework"], r["rule"]) for r in rows} == {
+        (f, r) for f in recipes.FRAMEWORKS for r in ("na", "bpsa-bpta")}
+    assert (out / "gradient.png").is_file()
+    assert compare.main([*base, "--rules", "na", "--sigma", "0.2"]) == 0
+    summary = (out / "summary.md").read_text()
+    assert summary.count("| na |") == 2 and "bpsa-bpta |" not in summary  # this command only
+    assert len(Store(out).rows) == 6  # the first command's rows are kept
+    capsys.readouterr()
+    assert compare.main([*base, "--rules", "na", "--sigma", "0.2"]) == 0
+    assert "already in" in capsys.readouterr().out  # resumed, nothing measured twice
+    assert len(Store(out).rows) == 6
+    with pytest.raises(SystemExit):
+        compare.main(["--directions", "8"])  # a gradient-mode option in train mode
+    with pytest.raises(SystemExit):
+        compare.main([*base, "--epochs", "2"])
