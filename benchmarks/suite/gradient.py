@@ -123,6 +123,7 @@ class Estimate:
     grads: list[torch.Tensor]  # ĝ per parameter (the parameter's shape)
     sigma: float
     directions: Directions
+    evaluated: int = 0  # pairs this process evaluated itself
 
 
 def estimate(loss_of_groups: Callable[[list[torch.Tensor]], torch.Tensor],
@@ -159,7 +160,7 @@ def estimate(loss_of_groups: Callable[[list[torch.Tensor]], torch.Tensor],
     for j, shape in enumerate(dirs.shapes):
         E = dirs.matrix(j)
         grads.append((diffs.float() @ E / (2 * n_pairs * sigma)).reshape(shape))
-    return Estimate(diffs, grads, sigma, dirs)
+    return Estimate(diffs, grads, sigma, dirs, evaluated=len(mine))
 
 
 def bootstrap_cosine(g: torch.Tensor, diffs: torch.Tensor, E: torch.Tensor, *,

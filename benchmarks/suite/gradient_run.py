@@ -131,7 +131,8 @@ def measure(cfg: GradientConfig, data: Any, dist: Dist) -> dict[str, Any]:
     return {"loss": loss, **q["overall"], "overall": q["overall"], "layers": layers,
             "loss_drop_ratio": ratio, "loss_drop_step": step, "impl": impl, "impl_reason": why,
             "measured_weights": sum(g.numel() for g in g_rule),
-            "nonzero_pairs": int((est.diffs != 0).sum())}
+            "nonzero_pairs": int((est.diffs != 0).sum()), "world_size": dist.world,
+            "pairs_rank0": est.evaluated}
 
 
 def table(rows: list[dict[str, Any]]) -> str:

@@ -99,3 +99,34 @@ def test_compare_gradient_mode_end_to_end(tmp_path, monkeypatch, capsys):
         compare.main(["--directions", "8"])  # a gradient-mode option in train mode
     with pytest.raises(SystemExit):
         compare.main([*base, "--epochs", "2"])
+
+
+def test_torchrun_splits_the_directions(tmp_path):
+    """Two processes (gloo) share the direction pairs and give the same row as one process."""
+    import json
+    import os
+    import subprocess
+
+    from tests.benchmarks.test_datasets import _fake_fashion
+
+    root = Path(__file__).resolve().parents[2]
+    _fake_fashion(tmp_path / "data", gz=True, n_train=64, n_test=16)
+    common = ["--mode", "gradient", "--data-dir", str(tmp_path / "data"), "--framework",
+              "snntorch", "--rules", "na", "--arch", "784-16-10", "--T", "2", "--batch-size",
+              "8", "--directions", "8", "--gradient-dims", "6", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(root)}
+    script = str(root / "benchmarks" / "compare.py")
+    runs = {}
+    for name, launcher in (("one", [sys.executable, script]),
+                           ("two", [sys.executable, "-m", "torch.distributed.run",
+                                    "--nproc_per_node", "2", "--master_port", "29531", script])):
+        res = subprocess.run([*launcher, *common, "--out", str(tmp_path / name)], env=env,
+                             capture_output=True, text=True, timeout=300)
+        assert res.returncode == 0, res.stderr[-3000:]
+        lines = (tmp_path / name / "results.jsonl").read_text().splitlines()
+        assert len(lines) == 1  # rank 0 alone writes
+        runs[name] = json.loads(lines[0])
+    assert (runs["one"]["pairs_rank0"], runs["two"]["pairs_rank0"]) == (8, 4)
+    assert runs["two"]["world_size"] == 2
+    for key in ("grad_cosine", "grad_cosine_lo", "grad_cosine_hi", "grad_sign_agree"):
+        assert runs["one"][key] == pytest.approx(runs["two"][key], abs=1e-9)
