@@ -377,3 +377,24 @@ def load_dataset(name: str, *, T: int, data_dir: PathLike | None = None,
         train = TensorDataset(x_train.unsqueeze(1), y_train)
         test = TensorDataset(x_test.unsqueeze(1), y_test)
     return DataSpec(name, train, test, (1, 28, 28), 10, False, source)
+
+
+if __name__ == "__main__":  # `python benchmarks/datasets.py`: where is the Fashion-MNIST copy?
+    import argparse
+    import sys
+
+    _p = argparse.ArgumentParser(description="Print the torchvision root of the Fashion-MNIST "
+                                 "copy the benchmarks use (the search order is this module's "
+                                 "docstring); torchvision.datasets.FashionMNIST(root, "
+                                 "download=False) loads it.")
+    _p.add_argument("--data-dir", default=None, help="an explicit directory, looked at first")
+    _p.add_argument("--download", action="store_true",
+                    help="let torchvision download it when no copy is found")
+    _args = _p.parse_args()
+    try:
+        _found = locate_fashion_mnist(_args.data_dir, download=_args.download)
+    except DatasetNotFound as _exc:
+        print(f"error: {_exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"Fashion-MNIST from {_found.source}", file=sys.stderr)
+    print(_found.root)
