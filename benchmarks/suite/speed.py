@@ -18,6 +18,7 @@ cap the sizes (:data:`CPU_SIZES`) and record the workload as skipped with that r
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -25,7 +26,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils import benchmark
 
 from spikegrad.adapters import network as netlib
 from suite import metrics, recipes
@@ -84,6 +84,12 @@ def make(framework: str, rule: str) -> nn.Module:
 
 
 def _timed(fn: Callable[[], Any], min_run_time: float) -> float:
+    # imported here, not at the top: torch.utils.benchmark imports torch.utils.cpp_extension,
+    # which logs "No CUDA runtime is found" on every CPU-only machine at import time (every
+    # compare.py command, --help included, would print it); the message is no concern here
+    logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+    from torch.utils import benchmark
+
     return benchmark.Timer(stmt="fn()", globals={"fn": fn}).blocked_autorange(
         min_run_time=min_run_time).median * 1e3
 
