@@ -12,9 +12,12 @@ Rules: ``baseline`` (the host's own LIF and surrogate), ``reset-term``, ``na``, 
 ``ttfs``, ``multi-strength``; each trained by its paper's recipe (``--recipe paper``) or one
 common recipe for all (``--recipe common``); see ``benchmarks/suite/recipes.py``.
 
-Output in ``--out``: ``results.jsonl`` (one JSON object per measurement), ``summary.md`` (a
-table per framework and a cross-framework table, also printed), ``accuracy.png``,
-``cost.png`` (train mode) and ``speed.png`` (speed mode), and ``checkpoints/``. Rerunning the
+Output in ``--out``: ``results.jsonl`` (one JSON object per measurement, of every command
+that used this ``--out``), ``summary.md`` (a table per framework and a cross-framework table;
+printed narrower, to fit 120 columns), ``accuracy.png``, ``cost.png`` (train mode) and
+``speed.png`` (speed mode), and ``checkpoints/``. The summary and the plots show this
+command's configurations only (rows that an earlier command left in ``--out`` are kept, and
+reused when a command asks for the same configuration). Rerunning the
 same command skips finished measurements and resumes an interrupted training from its last
 completed epoch; a failed configuration is recorded with its error and the others go on.
 Data-parallel: ``torchrun --nproc_per_node N benchmarks/compare.py ...`` (gloo on CPU, NCCL on
@@ -42,9 +45,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from datasets import DATASETS, DatasetNotFound, load_dataset  # noqa: E402
+from datasets import DATASETS, DatasetNotFound, check_subsets, load_dataset  # noqa: E402
 from suite import gradient_run, metrics, plots, recipes, speed, train  # noqa: E402
-from suite.store import CorruptResults, Store, atomic_write, summary  # noqa: E402
+from suite.store import CorruptResults, Store, atomic_write, printed, summary  # noqa: E402
 
 from spikegrad.adapters.network import PRESETS  # noqa: E402
 
@@ -229,6 +232,11 @@ def _train_all(args: argparse.Namespace, ctx: train.Dist, store: Store, say) -> 
         print(f"error: {exc}", file=sys.stderr)
         return None
     try:
+        check_subsets(data, args.train_subset, args.test_subset)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return None
+    try:
         _check_arch(args, data)
     except ValueError as exc:
         print(f"error: --arch {args.arch} does not fit {args.dataset} (samples of shape "
@@ -247,6 +255,7 @@ def _train_all(args: argparse.Namespace, ctx: train.Dist, store: Store, say) -> 
             T=args.T, seed=seed, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
             device=args.device, amp=args.amp, train_subset=args.train_subset,
             test_subset=args.test_subset)
+        args.wanted.add(cfg.config_id)
         status = train.run(cfg, data, store, dist=ctx, progress=args.progress,
                            retry_failed=args.retry_failed, log=say)
         if status == "skipped":
@@ -290,9 +299,25 @@ def _speed_all(args: argparse.Namespace, store: Store, say) -> str:
             "times it against snntorch's)")
     for case in speed.cases(args.frameworks, args.rules, args.device, args.quick,
                             ts=None if args.T is None else (args.T,), batch=args.batch_size):
+        args.wanted.add(case.config_id)
         speed.run(case, store, min_run_time=args.min_run_time, retry_failed=args.retry_failed,
                   log=say)
     return "random inputs"
+
+
+def _interrupted(args: argparse.Namespace) -> str:
+    """What an interruption leaves: this command's recorded rows, or that there are none."""
+    ids = args.wanted | getattr(args, "gradient_ids", set())
+    try:
+        kept = [r for r in Store(args.out).rows if r.get("config_id") in ids]
+    except CorruptResults:
+        kept = []
+    what = "epoch" if args.mode == "train" else "measurement"
+    if not kept:
+        return (f"interrupted before any of this command's {what}s finished: nothing of it was "
+                "recorded; rerun the same command to start again")
+    return (f"interrupted: this command's finished {what}s ({len(kept)}) are kept in "
+            f"{Store(args.out).path}; rerun the same command to resume from there")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -311,6 +336,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     t0 = time.perf_counter()
+    args.wanted = set()  # this invocation's configurations: its summary and plots show these
     try:
         if args.mode == "speed":
             source = _speed_all(args, store, say) if ctx.rank == 0 else ""
@@ -323,8 +349,7 @@ def main(argv: list[str] | None = None) -> int:
             if source is None:
                 return 2
     except KeyboardInterrupt:
-        print(f"\ninterrupted: finished measurements and epochs are in {store.path}; rerun the "
-              "same command to resume", file=sys.stderr)
+        print(f"\n{_interrupted(args)}", file=sys.stderr)
         return 130
     if ctx.rank != 0:
         return 0
@@ -341,13 +366,15 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.gradient_dims or 'all'} weights/layer, {args.device}")
         made = [m for m in [gradient_run.plot(mine, store.dir / "gradient.png", title)] if m]
         atomic_write(store.dir / "summary.md", text.encode())
-    else:
-        text = summary(store.rows, header, epochs=args.epochs if args.mode == "train" else None)
-        atomic_write(store.dir / "summary.md", text.encode())
-        made = plots.all_plots(store.rows, store.dir)
+    else:  # this invocation's configurations only (earlier rows in --out are kept, not shown)
+        mine = [r for r in store.rows if r.get("config_id") in args.wanted]
+        epochs = args.epochs if args.mode == "train" else None
+        atomic_write(store.dir / "summary.md", summary(mine, header, epochs=epochs).encode())
+        made = plots.all_plots(mine, store.dir, epochs=epochs, mode=args.mode)
+        text = printed(mine, header, epochs=epochs)
     print("\n" + text)
-    print(f"wrote {store.path}, {store.dir / 'summary.md'}"
-          + "".join(f", {m}" for m in made))
+    print("\n  ".join(["wrote", str(store.path), str(store.dir / "summary.md"),
+                       *map(str, made)]))
     return 0
 
 

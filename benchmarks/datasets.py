@@ -379,6 +379,23 @@ def load_dataset(name: str, *, T: int, data_dir: PathLike | None = None,
     return DataSpec(name, train, test, (1, 28, 28), 10, False, source)
 
 
+def check_subsets(spec: DataSpec, train_subset: int | None, test_subset: int | None) -> None:
+    """Refuse a subset larger than its split, which could only be honoured by using fewer
+    samples than asked for (and labelling the run with the number asked for).
+
+    Raises:
+        ValueError: naming the option (``--train-subset`` / ``--test-subset``), the split's
+            size and the fix.
+    """
+    for option, asked, split, kind in (("--train-subset", train_subset, spec.train, "training"),
+                                       ("--test-subset", test_subset, spec.test, "test")):
+        if asked is not None and asked > len(split):
+            raise ValueError(
+                f"{option} {asked}: {spec.name} has only {len(split)} {kind} samples (in "
+                f"{spec.source}); give {option} {len(split)} or less, or leave {option} out to "
+                f"use all {len(split)}")
+
+
 if __name__ == "__main__":  # `python benchmarks/datasets.py`: where is the Fashion-MNIST copy?
     import argparse
     import sys

@@ -15,7 +15,9 @@ import json
 import math
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+import textwrap
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -120,6 +122,16 @@ def _json_default(x: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(x).__name__}")
 
 
+#: the terminal width the printed summary fits (summary.md has the full tables)
+WIDTH = 120
+
+DATASET_NAMES = {"fashion-mnist": "Fashion-MNIST", "mnist": "MNIST", "cifar10": "CIFAR-10",
+                 "nmnist": "N-MNIST"}
+#: each training loss by a plain name (the keys are ``recipes.Recipe.loss``)
+LOSS_NAMES = {"trace-mse": "trace MSE", "van-rossum": "van Rossum", "rate-mse": "vote MSE",
+              "rate-ce": "rate CE", "ttfs-ce": "first-spike CE"}
+
+
 def _f(x: Any, fmt: str = ".2f") -> str:
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "–"
@@ -132,6 +144,62 @@ def _rates(r: list[float] | None) -> str:
 
 def _sci(x: float | None) -> str:
     return "–" if x is None else f"{x:.3g}"
+
+
+def _count(n: int) -> str:
+    return f"{n:,}".replace(",", " ")
+
+
+@dataclass
+class Table:
+    """One table: rendered as markdown (``summary.md``) or as aligned plain text (printed)."""
+
+    title: str
+    head: list[str]
+    body: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+    #: the columns (by name) that :meth:`text` may cut first: free text, never numbers
+    cut: tuple[str, ...] = ("impl", "setting")
+
+    def markdown(self) -> str:
+        lines = [f"### {self.title}", "", "| " + " | ".join(self.head) + " |",
+                 "|---" * len(self.head) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in self.body]
+        for note in self.notes:
+            lines += ["", note]
+        return "\n".join(lines) + "\n"
+
+    def text(self, width: int = WIDTH) -> str:
+        """Columns two spaces apart, numbers right-aligned; a table wider than ``width`` has
+        its free-text cells (:attr:`cut`; then the widest) cut, ending in "…", until it fits;
+        notes wrapped at ``width``."""
+        cols = list(zip(self.head, *self.body, strict=True))
+        widths = [max(len(c) for c in col) for col in cols]
+        free = [i for i, h in enumerate(self.head) if h in self.cut]
+        while sum(widths) + 2 * (len(widths) - 1) > width:
+            cuttable = [i for i in free if widths[i] > 12] or range(len(widths))
+            widths[max(cuttable, key=lambda i: widths[i])] -= 1
+        numeric = [all(_numeric(c) for c in col[1:]) for col in cols]
+
+        def line(cells: list[str]) -> str:
+            out = []
+            for c, w, right in zip(cells, widths, numeric, strict=True):
+                c = c if len(c) <= w else c[:w - 1] + "…"
+                out.append(c.rjust(w) if right else c.ljust(w))
+            return "  ".join(out).rstrip()
+
+        lines = [self.title, line(self.head), line(["-" * w for w in widths])]
+        lines += [line(row) for row in self.body]
+        lines += [textwrap.fill(n, width, subsequent_indent="  ") for n in self.notes]
+        return "\n".join(lines) + "\n"
+
+
+def _numeric(cell: str) -> bool:
+    try:
+        float(cell.split(" ")[0].rstrip("x"))
+    except ValueError:
+        return cell in ("–", "", "failed")
+    return True
 
 
 def final_rows(rows: Iterable[dict[str, Any]], epochs: int | None = None
@@ -154,12 +222,58 @@ SETTING = ("rule", "recipe", "dataset", "arch", "T", "seed", "batch_size", "lr",
            "train_subset", "test_subset", "world_size")
 
 
-def _setting(r: dict[str, Any]) -> str:
-    lr = "recipe" if r.get("lr") is None else f"{r['lr']:g}"
-    subset = f"{r.get('train_subset') or 'all'}/{r.get('test_subset') or 'all'}"
-    world = f" ×{r['world_size']}" if (r.get("world_size") or 1) > 1 else ""
-    return (f"b{r.get('batch_size')} lr {lr} {r['device']}{' amp' if r.get('amp') else ''}"
-            f"{world} {subset}")
+def _arch(r: dict[str, Any]) -> str:
+    from spikegrad.adapters.network import PRESETS
+
+    arch = r.get("arch")
+    return f"network {arch}" + (f" ({PRESETS[arch]})" if arch in PRESETS else "")
+
+
+def _images(r: dict[str, Any]) -> str:
+    n_train = r.get("train_images") or r.get("train_subset")
+    n_test = r.get("test_images") or r.get("test_subset")
+    return (f"{'all' if n_train is None else _count(n_train)} training / "
+            f"{'all' if n_test is None else _count(n_test)} test images")
+
+
+#: the settings of a training row in words: (keys, words); empty words are left out
+TRAIN_WORDS: list[tuple[tuple[str, ...], Callable[[dict[str, Any]], str]]] = [
+    (("dataset",), lambda r: DATASET_NAMES.get(r["dataset"], str(r["dataset"]))),
+    (("arch",), _arch),
+    (("T",), lambda r: f"T={r['T']}"),
+    (("batch_size",), lambda r: f"batch {r.get('batch_size')}"),
+    (("lr",), lambda r: ("each recipe's learning rate" if r.get("lr") is None
+                         else f"learning rate {r['lr']:g}")),
+    (("device", "amp"), lambda r: f"{r['device']}{' with AMP' if r.get('amp') else ''}"),
+    (("train_subset", "test_subset"), _images),
+    (("world_size",), lambda r: (f"{r['world_size']} processes"
+                                 if (r.get("world_size") or 1) > 1 else "")),
+    (("seed",), lambda r: f"seed {r['seed']}"),
+]
+SPEED_WORDS: list[tuple[tuple[str, ...], Callable[[dict[str, Any]], str]]] = [
+    (("batch",), lambda r: f"batch {r['batch']}"),
+    (("device",), lambda r: str(r["device"])),
+    (("threads",), lambda r: f"{r['threads']} torch threads" if r.get("threads") else ""),
+]
+
+
+def settings(rows: list[dict[str, Any]], words=None) -> tuple[list[str], Callable]:
+    """What ``rows`` share, in words (for a title or a "Setting:" line), and a function giving
+    a row's settings that differ between them (for a column; "" when none differ)."""
+    words = TRAIN_WORDS if words is None else words
+    rep = next((r for r in rows if r.get("status") == "ok"), rows[0]) if rows else {}
+    shared, varying = [], []
+    for keys, fn in words:
+        if len({tuple(r.get(k) for k in keys) for r in rows}) <= 1:
+            if rep and fn(rep):
+                shared.append(fn(rep))
+        else:
+            varying.append(fn)
+
+    def differing(r: dict[str, Any]) -> str:
+        return ", ".join(w for w in (fn(r) for fn in varying) if w)
+
+    return shared, differing
 
 
 def _loaded(r: dict[str, Any]) -> bool:
@@ -168,52 +282,99 @@ def _loaded(r: dict[str, Any]) -> bool:
     return bool(load and cores and max(load) > cores)
 
 
-def train_tables(rows: list[dict[str, Any]], epochs: int | None = None) -> str:
+def _loss(r: dict[str, Any]) -> str:
+    """The row's training loss by name (rows written before ``loss`` was recorded: its
+    recipe's)."""
+    loss = r.get("loss")
+    if loss is None:
+        from suite import recipes
+
+        try:
+            loss = recipes.recipe(r["rule"], r.get("recipe") or "paper").loss
+        except ValueError:
+            return "?"
+    return LOSS_NAMES.get(loss, loss)
+
+
+def _failure(r: dict[str, Any], differing: Callable, terminal: bool) -> str:
+    what = ", ".join(w for w in (r.get("recipe"), differing(r)) if w)
+    err = (r.get("error") or "").strip()
+    if terminal:
+        err = err.splitlines()[0][:300] if err else ""
+    return (f"{r['framework']} {r['rule']} ({what}) failed after {r['epoch'] or 0} epochs: "
+            f"{err}")
+
+
+def train_tables(rows: list[dict[str, Any]], epochs: int | None = None,
+                 terminal: bool = False) -> list[Table | str]:
+    """A table per framework and a cross-framework one, after a "Setting:" line; the
+    terminal's tables leave out the columns only summary.md has room for."""
     finals = final_rows(rows, epochs)
     if not finals:
-        return ""
-    out = []
+        return []
+    shared, differing = settings(finals)
+    out: list[Table | str] = [f"Training: {', '.join(shared)}."]
+    extra = ["setting"] if any(differing(r) for r in finals) else []
+    if terminal:
+        head = ["rule", "recipe", *extra, "epochs", "acc %", "best %", "train loss", "s/epoch",
+                "ms/step", "impl"]
+    else:
+        head = ["rule", "recipe", *extra, "epochs", "test acc %", "best test acc %", "loss",
+                "train loss", "test loss", "s/epoch", "fwd ms/step", "bwd ms/step", "peak MB",
+                "impl", "spike rate per layer", "ACs/sample", "MACs/sample"]
     for fw in sorted({r["framework"] for r in finals}):
-        out += [f"### {fw} (training)", "",
-                "| rule | recipe | dataset | arch | T | seed | setting (batch, lr, device, "
-                "train/test images) | impl | epochs | best acc % | last acc % | s/epoch | fwd "
-                "ms/step | bwd ms/step | peak MB | spike rate per layer | ACs/sample | "
-                "MACs/sample |", "|---" * 18 + "|"]
+        table = Table(f"{fw}: test accuracy after the last epoch, cost per epoch and per "
+                      "training step (median)" if terminal else f"{fw} (training)", head, [])
         for r in sorted((r for r in finals if r["framework"] == fw), key=_order):
-            head = (f"| {r['rule']} | {r.get('recipe')} | {r['dataset']} | {r['arch']} | "
-                    f"{r['T']} | {r['seed']} | {_setting(r)} | {r['impl'] or '–'} | ")
+            first = [r["rule"], r.get("recipe") or "–", *([differing(r)] if extra else []),
+                     str(r["epoch"] or 0)]
             if r.get("status") == "failed":
-                out.append(f"{head}{r['epoch'] or 0} | failed: {r.get('error', '')[:120]} "
-                           "||||||||")
+                table.body.append(first + ["failed"] + ["–"] * (len(head) - len(first) - 1))
+                table.notes.append(_failure(r, differing, terminal))
+                continue
+            s_epoch = (_f(r.get("epoch_train_s"), ".0f")
+                       + (" (loaded)" if _loaded(r) else ""))
+            fwd, bwd = _f(r["step_ms_forward"], ".1f"), _f(r["step_ms_backward"], ".1f")
+            if terminal:
+                impl = (r["impl"] or "–").removeprefix(f"{fw} ")  # the table's host: its title
+                table.body.append(first + [
+                    _f(r["test_acc"]), _f(r["best_test_acc"]),
+                    f"{_loss(r)} {_f(r.get('train_loss'), '.4f')}", s_epoch,
+                    _f(_step_ms(r), ".1f"), impl])
                 continue
             syn = r.get("synops") or {}
-            out.append(
-                f"{head}{r['epoch']} | {_f(r['best_test_acc'])} | {_f(r['test_acc'])} | "
-                f"{_f(r.get('epoch_train_s'), '.0f')}{' (loaded)' if _loaded(r) else ''} | "
-                f"{_f(r['step_ms_forward'], '.1f')} | {_f(r['step_ms_backward'], '.1f')} | "
-                f"{_f(r['peak_mem_mb'], '.0f')} | {_rates(r['spike_rate'])} | "
-                f"{_sci(syn.get('acs'))} | {_sci(syn.get('macs'))} |")
-        out.append("")
+            table.body.append(first + [
+                _f(r["test_acc"]), _f(r["best_test_acc"]), _loss(r),
+                _f(r.get("train_loss"), ".4f"), _f(r.get("test_loss"), ".4f"), s_epoch, fwd,
+                bwd, _f(r["peak_mem_mb"], ".0f"), r["impl"] or "–", _rates(r["spike_rate"]),
+                _sci(syn.get("acs")), _sci(syn.get("macs"))])
+        out.append(table)
     if any(_loaded(r) for r in finals):
-        out += ["(loaded): the load average exceeded the CPU cores during that epoch, so its "
-                "times are inflated by other work; its accuracy is not affected.", ""]
+        out.append("(loaded): the load average exceeded the CPU cores during that epoch, so "
+                   "its times are inflated by other work; its accuracy is not affected.")
     by_setting: dict[tuple, dict[str, dict[str, Any]]] = {}
     for r in finals:
         by_setting.setdefault(tuple(r.get(k) for k in SETTING), {})[r["framework"]] = r
     pairs = {k: v for k, v in by_setting.items() if len(v) == 2}
     if pairs:
-        out += ["### Cross-framework (same rule, recipe, data, network, seed and setting)", "",
-                "| rule | recipe | setting | snntorch best acc % | spikingjelly best acc % | "
-                "Δ (sj - snn) | snntorch ms/step | spikingjelly ms/step |", "|---" * 8 + "|"]
+        cross = Table("Cross-framework: best test accuracy % and ms per training step of the same "
+                      "rule, recipe and setting in both hosts", [
+                          "rule", "recipe", *extra, "snntorch acc %", "spikingjelly acc %",
+                          "Δ sj-snn", "snntorch ms/step", "spikingjelly ms/step"], [])
         for key in sorted(pairs, key=lambda k: (_order({"rule": k[0]}), str(k))):
             a, b = pairs[key]["snntorch"], pairs[key]["spikingjelly"]
             delta = (None if a["best_test_acc"] is None or b["best_test_acc"] is None
                      else b["best_test_acc"] - a["best_test_acc"])
-            out.append(f"| {key[0]} | {key[1]} | {_setting(a)} | {_f(a['best_test_acc'])} | "
-                       f"{_f(b['best_test_acc'])} | {_f(delta, '+.2f')} | "
-                       f"{_f(_step_ms(a), '.1f')} | {_f(_step_ms(b), '.1f')} |")
-        out.append("")
-    return "\n".join(out)
+            cross.body.append([key[0], key[1] or "–", *([differing(a)] if extra else []),
+                               _acc(a), _acc(b),
+                               _f(delta, "+.2f"), _f(_step_ms(a), ".1f"),
+                               _f(_step_ms(b), ".1f")])
+        out.append(cross)
+    return out
+
+
+def _acc(r: dict[str, Any]) -> str:
+    return "failed" if r.get("status") == "failed" else _f(r["best_test_acc"])
 
 
 def _step_ms(r: dict[str, Any]) -> float | None:
@@ -227,39 +388,71 @@ def _order(r: dict[str, Any]) -> int:
     return RULES.index(r["rule"]) if r["rule"] in RULES else len(RULES)
 
 
-def speed_tables(rows: list[dict[str, Any]]) -> str:
+def speed_tables(rows: list[dict[str, Any]], terminal: bool = False) -> list[Table | str]:
     speed = [r for r in rows if r.get("mode") == "speed"]
     if not speed:
-        return ""
-    native = {(r["framework"], r["what"], r["neurons"], r["batch"], r["T"], r["device"]):
-              _step_ms(r) for r in speed if r["rule"] == "native" and r.get("status") == "ok"}
-    out = []
+        return []
+    shared, differing = settings(speed, SPEED_WORDS)
+    extra = ["setting"] if any(differing(r) for r in speed) else []
+    native = {(r["framework"], r["what"], r["neurons"], r["batch"], r["T"], r["device"],
+               r.get("threads")): _step_ms(r)
+              for r in speed if r["rule"] == "native" and r.get("status") == "ok"}
+    peak = any(r.get("peak_mem_mb") is not None for r in speed)
+    out: list[Table | str] = [
+        f"Speed: {', '.join(shared)}; milliseconds per call (median); \"vs native\" is the "
+        "time over the host's own LIF at the same size (below 1: faster)."]
     for fw in sorted({r["framework"] for r in speed}):
-        out += [f"### {fw} (speed, ms per call, median)", "",
-                "| what | rule | impl | neurons | batch | T | forward ms | backward ms | "
-                "total ms | / native LIF | peak MB |", "|---" * 11 + "|"]
+        table = Table(f"{fw} (speed)", [
+            "what", "rule", "impl", *extra, "neurons", "T", "forward ms", "backward ms",
+            "total ms", "vs native", *(["peak MB"] if peak else [])], [])
         for r in sorted((r for r in speed if r["framework"] == fw),
                         key=lambda r: (r["what"], r["neurons"], r["T"], r["rule"] != "native",
-                                       r["rule"])):
+                                       _order(r))):
+            first = [r["what"], r["rule"], r["impl"] or "–", *([differing(r)] if extra else []),
+                     str(r["neurons"]), str(r["T"])]
             if r.get("status") != "ok":
-                out.append(f"| {r['what']} | {r['rule']} | {r['impl'] or '–'} | {r['neurons']} | "
-                           f"{r['batch']} | {r['T']} | {r.get('status')}: "
-                           f"{(r.get('error') or '')[:100]} |||||")
+                table.body.append(first + [r.get("status") or "?"]
+                                  + ["–"] * (len(table.head) - len(first) - 1))
+                err = (r.get("error") or "").strip()
+                if terminal and err:
+                    err = err.splitlines()[0][:300]
+                table.notes.append(f"{r['what']} {r['rule']} N={r['neurons']} T={r['T']}: "
+                                   f"{r.get('status')}: {err}")
                 continue
-            base = native.get((fw, r["what"], r["neurons"], r["batch"], r["T"], r["device"]))
+            base = native.get((fw, r["what"], r["neurons"], r["batch"], r["T"], r["device"],
+                               r.get("threads")))
             total = _step_ms(r)
             ratio = None if base in (None, 0) or total is None else total / base
-            out.append(f"| {r['what']} | {r['rule']} | {r['impl']} | {r['neurons']} | "
-                       f"{r['batch']} | {r['T']} | {_f(r['step_ms_forward'], '.3f')} | "
-                       f"{_f(r['step_ms_backward'], '.3f')} | {_f(total, '.3f')} | "
-                       f"{_f(ratio, '.2f')}{'x' if ratio is not None else ''} | "
-                       f"{_f(r['peak_mem_mb'], '.1f')} |")
-        out.append("")
-    return "\n".join(out)
+            table.body.append(first + [
+                _f(r["step_ms_forward"], ".3f"), _f(r["step_ms_backward"], ".3f"),
+                _f(total, ".3f"), _f(ratio, ".2f") + ("x" if ratio is not None else ""),
+                *([_f(r["peak_mem_mb"], ".1f")] if peak else [])])
+        out.append(table)
+    return out
+
+
+def _render(parts: list[Table | str], terminal: bool) -> str:
+    if terminal:
+        return "\n".join(p.text() if isinstance(p, Table)
+                         else textwrap.fill(p, WIDTH) + "\n" for p in parts)
+    return "\n".join(p.markdown() if isinstance(p, Table) else p + "\n" for p in parts)
 
 
 def summary(rows: list[dict[str, Any]], header: str, epochs: int | None = None) -> str:
     """The markdown of ``summary.md``: a table per framework and a cross-framework table
     (training configurations at their last epoch up to ``epochs``), then the speed tables."""
-    parts = [header, "", train_tables(rows, epochs), speed_tables(rows)]
-    return "\n".join(p for p in parts if p) + "\n"
+    body = _render(train_tables(rows, epochs) + speed_tables(rows), terminal=False)
+    return f"{header}\n\n{body}"
+
+
+def printed(rows: list[dict[str, Any]], header: str, epochs: int | None = None) -> str:
+    """The summary for a terminal: the markdown ``header`` as plain text and the tables
+    aligned in columns, every line at most :data:`WIDTH` characters."""
+    text = []
+    for para in header.split("\n\n"):
+        para = para.strip().lstrip("#").strip().strip("`")
+        text.append(textwrap.fill(para, WIDTH, subsequent_indent="  ", break_on_hyphens=False,
+                                  break_long_words=True))
+    body = _render(train_tables(rows, epochs, terminal=True) + speed_tables(rows, terminal=True),
+                   terminal=True)
+    return "\n".join(text) + "\n\n" + body

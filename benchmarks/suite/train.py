@@ -162,6 +162,7 @@ def evaluate(net: nn.Module, rec: recipes.Recipe, data, idx: torch.Tensor, cfg: 
 
 def _row(cfg: TrainConfig, **fields: Any) -> dict[str, Any]:
     base = {"mode": "train", "config_id": cfg.config_id, **asdict(cfg),
+            "loss": recipes.recipe(cfg.rule, cfg.recipe).loss,  # named in the summary
             "status": "ok", "impl": None, "impl_reason": None, "test_acc": None,
             "best_test_acc": None, "epoch": None, "step_ms_forward": None,
             "step_ms_backward": None, "step_ms_optimizer": None, "epoch_train_s": None,
@@ -240,6 +241,11 @@ def _train(cfg: TrainConfig, data, store: Store, done: int, state: dict,
     if dist.world > 1:
         model = nn.parallel.DistributedDataParallel(
             net, device_ids=[device.index] if device.type == "cuda" else None)
+    for name, asked, split in (("train_subset", cfg.train_subset, data.train),
+                               ("test_subset", cfg.test_subset, data.test)):
+        if asked is not None and asked > len(split):  # the CLI refuses it before; an API use
+            raise ValueError(f"{name}={asked} but the split has {len(split)} samples: the row "
+                             "would be labelled with more samples than were used")
     train_idx = subset_indices(len(data.train), cfg.train_subset)
     test_idx = subset_indices(len(data.test), cfg.test_subset, seed=54321)
     if cfg.batch_size % dist.world:

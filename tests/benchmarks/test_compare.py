@@ -171,7 +171,10 @@ def test_more_epochs_continue_a_finished_run(small_data, tmp_path):
 
     def summary_epochs() -> list[str]:
         lines = (tmp_path / "a" / "summary.md").read_text().splitlines()
-        return [line.split("|")[9].strip() for line in lines if line.startswith("| baseline |")]
+        head = next(line for line in lines if line.startswith("| rule |")).split("|")
+        col = [c.strip() for c in head].index("epochs")
+        return [line.split("|")[col].strip() for line in lines
+                if line.startswith("| baseline |")]
 
     assert summary_epochs() == ["2"]
     assert _run(tmp_path / "a", *args, "--epochs", "1") == 0  # the summary at this budget
@@ -195,7 +198,9 @@ def test_a_failing_configuration_is_recorded_and_the_rest_go_on(small_data, tmp_
     assert "NonFiniteLoss" in failed[0]["error"] and failed[0]["test_acc"] is None
     assert set(store.KEYS) <= set(failed[0])
     assert [r["rule"] for r in rows if r["status"] == "ok"] == ["baseline"]
-    assert "failed: NonFiniteLoss" in (tmp_path / "r" / "summary.md").read_text()
+    md = (tmp_path / "r" / "summary.md").read_text()
+    assert "| na | paper | 0 | failed |" in md
+    assert "snntorch na (paper) failed after 0 epochs: NonFiniteLoss" in md
     # rerun: the failure counts as finished unless --retry-failed
     assert _run(tmp_path / "r", *args) == 0
     assert len(_rows(tmp_path / "r")) == 2
@@ -317,7 +322,7 @@ def test_torchrun_two_processes_train_like_one(tmp_path):
     for a, b in zip(one, two, strict=True):
         assert math.isclose(a["train_loss"], b["train_loss"], rel_tol=1e-4)
         assert abs(a["test_acc"] - b["test_acc"]) <= 2.5  # one test image of 40
-    assert multi.stdout.count("Cross-framework") == 0 and multi.stdout.count("wrote ") == 1
+    assert multi.stdout.count("Cross-framework") == 0 and multi.stdout.count("\nwrote\n") == 1
     # a last batch smaller than the number of processes is dropped, not fed empty to a rank
     odd = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
@@ -344,3 +349,230 @@ def test_event_frames_train_through_the_cli(tmp_path):
         ("snntorch", "ok", "nmnist"), ("spikingjelly", "ok", "nmnist")]
     assert rows[0]["synops"] == rows[1]["synops"]  # the same network on the same events
     assert rows[0]["synops"]["macs"] > 0  # the recording with events reaches the first layer
+
+
+# --- what one command shows: its own configurations, in plots and tables a newcomer reads ---
+
+def _figures(monkeypatch) -> dict[str, dict]:
+    """Record what every saved figure shows: its title, tick labels, legend entries, the
+    lines (as point lists) and bar heights of each panel."""
+    import matplotlib.text
+    from suite import plots
+
+    seen: dict[str, dict] = {}
+    real = plots._save
+
+    def save(fig, path):
+        legend = [t.get_text() for leg in fig.legends for t in leg.get_texts()]
+        seen[path.name] = {
+            "title": fig._suptitle.get_text() if fig._suptitle else "",
+            "legend": legend,
+            "text": " ".join(t.get_text() for t in fig.findobj(matplotlib.text.Text)),
+            "ticks": [[t.get_text() for t in ax.get_xticklabels()] for ax in fig.axes],
+            "lines": [[list(zip(*ln.get_data(), strict=True)) for ln in ax.get_lines()]
+                      for ax in fig.axes],
+            "bars": [[round(b.get_height(), 6) for b in ax.patches] for ax in fig.axes],
+        }
+        return real(fig, path)
+
+    monkeypatch.setattr(plots, "_save", save)
+    return seen
+
+
+def test_each_command_shows_only_its_own_configurations(small_data, tmp_path, capsys,
+                                                        monkeypatch):
+    """Two commands sharing --out: the second's summary and plots hold its configurations
+    only; the first's rows stay in results.jsonl and are reused when it runs again."""
+    out = tmp_path / "shared"
+    first = ("--rules", "baseline", "--framework", "snntorch", "--epochs", "1")
+    second = ("--rules", "na", "--framework", "snntorch", "--epochs", "1", "--T", "2",
+              "--train-subset", "128")
+    assert _run(out, *first) == 0
+    capsys.readouterr()
+    figs = _figures(monkeypatch)
+    assert _run(out, *second) == 0
+    printed = capsys.readouterr().out.split("\nwrote\n")[0]
+    md = (out / "summary.md").read_text()
+    assert len(_rows(out)) == 2  # both kept
+    for text in (md, printed):
+        assert "na" in text.split() or "| na |" in text
+        assert "baseline" not in text  # the first command's configuration is not shown
+        assert "T=2" in text and "T=3" not in text
+    assert figs["accuracy.png"]["ticks"][0] == ["na"]
+    assert len(figs["accuracy.png"]["bars"][0]) == 1  # one bar: na in snntorch
+    assert "baseline" not in figs["cost.png"]["text"]
+    # the first command again: nothing retrained, its own summary back
+    figs.clear()
+    assert _run(out, *first) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert len(_rows(out)) == 2
+    md = (out / "summary.md").read_text()
+    assert "| baseline |" in md and "| na |" not in md
+    assert figs["accuracy.png"]["ticks"][0] == ["baseline"]
+
+
+def test_configurations_that_differ_are_never_one_line(small_data, tmp_path, monkeypatch):
+    """Two seeds over two epochs: a curve per seed (never one line through both seeds'
+    points), labelled by its seed; the plot of rows with other settings keeps them apart."""
+    figs = _figures(monkeypatch)
+    assert _run(tmp_path / "o", "--rules", "na", "--framework", "snntorch", "--epochs", "2",
+                "--seed", "0", "1") == 0
+    acc = figs["accuracy.png"]
+    assert [len(line) for line in acc["lines"][0]] == [2, 2]  # two curves of two epochs
+    assert acc["legend"] == ["na, seed 0", "na, seed 1"]
+    assert "2 epochs" in acc["title"] and "seed" not in acc["title"]
+    # rows of other settings handed to the plots (e.g. a whole results file) stay apart too
+    from suite import plots
+
+    rows = _rows(tmp_path / "o")
+    other = [{**r, "config_id": r["config_id"] + "x", "T": 7} for r in rows if r["seed"] == 0]
+    figs.clear()
+    plots.accuracy(rows + other, tmp_path / "a.png")
+    acc = figs["a.png"]
+    assert [len(line) for line in acc["lines"][0]] == [2, 2, 2]
+    assert sorted(acc["legend"]) == ["na, T=3, seed 0", "na, T=3, seed 1", "na, T=7, seed 0"]
+
+
+def test_a_one_epoch_plot_is_bars_per_rule_and_says_what_ran(small_data, tmp_path,
+                                                             monkeypatch):
+    figs = _figures(monkeypatch)
+    assert _run(tmp_path / "o", "--rules", "baseline", "na", "--epochs", "1",
+                "--train-subset", "200", "--test-subset", "50") == 0
+    rows = {(r["framework"], r["rule"]): r["test_acc"] for r in _rows(tmp_path / "o")}
+    acc = figs["accuracy.png"]
+    assert acc["ticks"][0] == ["baseline", "na"]
+    assert acc["lines"] == [[]]  # no line through a single epoch
+    assert sorted(acc["bars"][0]) == sorted(round(v, 6) for v in rows.values())
+    assert acc["legend"] == ["snntorch", "spikingjelly"]
+    for title in (acc["title"], figs["cost.png"]["title"]):
+        for words in ("Fashion-MNIST", "network 64-24-10", "T=3", "1 epoch,",
+                      "200 training / 50 test images", "cpu", "batch 32"):
+            assert words in title.replace("\n", " ")
+
+
+def test_the_speed_plot_has_time_and_ratio_axes(tmp_path, monkeypatch):
+    figs = _figures(monkeypatch)
+    assert compare.main(["--mode", "speed", "--quick", "--framework", "snntorch", "--rules",
+                         "na", "--min-run-time", "0.01", "--T", "4", "--out", str(tmp_path),
+                         "--device", "cpu"]) == 0
+    fig = figs["speed.png"]
+    assert "batch 16, cpu" in fig["title"]
+    assert fig["legend"] == ["host's native LIF", "na"]
+    ratios = fig["lines"][2]  # layer panel, ratio row: native at 1.0
+    assert ratios[0] == [(4.0, 1.0)]
+    assert "time / host's native LIF" in fig["text"] and "log scale" in fig["text"]
+
+
+def test_a_plot_this_command_cannot_draw_is_not_left_from_an_earlier_one(tmp_path):
+    from suite import plots
+
+    (tmp_path / "accuracy.png").write_bytes(b"old")
+    (tmp_path / "speed.png").write_bytes(b"old")
+    assert plots.all_plots([], tmp_path, mode="train") == []
+    assert not (tmp_path / "accuracy.png").exists()  # would be another command's
+    assert (tmp_path / "speed.png").exists()  # another mode's plot is kept
+
+
+def test_the_printed_summary_fits_a_terminal_and_names_each_loss(small_data, tmp_path,
+                                                                 capsys, monkeypatch):
+    """Every printed line fits 120 columns (also with a long error and seeds that differ),
+    each train loss carries its loss's name, and the setting is in words; summary.md keeps
+    the full tables."""
+    real = recipes.loss_fn
+
+    def nan_for_bpsa(rec):
+        fn = real(rec)
+        return (lambda out, y: fn(out, y) * float("nan")) if rec.rule == "bpsa-bpta" else fn
+
+    monkeypatch.setattr(recipes, "loss_fn", nan_for_bpsa)
+    assert _run(tmp_path / "o", "--rules", *recipes.RULES, "--recipe", "paper", "common",
+                "--epochs", "1", "--seed", "0", "1", "--train-subset", "64",
+                "--test-subset", "20") == 0
+    text = capsys.readouterr().out
+    printed = text[text.index("spikegrad benchmark"):]
+    assert max(len(line) for line in printed.splitlines()) <= 120
+    for loss in ("rate CE", "trace MSE", "van Rossum", "first-spike CE"):
+        assert f"{loss} " in printed
+    assert "NonFiniteLoss" in printed and "failed" in printed
+    assert "64 training / 20 test images" in printed and "learning rate 0.01" in printed
+    assert "seed 1" in printed
+    assert "b32 lr" not in printed and "64/20" not in printed  # the old cryptic setting
+    md = (tmp_path / "o" / "summary.md").read_text()
+    assert "| spike rate per layer |" in md and "| loss | train loss | test loss |" in md
+    assert max(len(line) for line in md.splitlines()) > 120  # the full tables live here
+
+
+def test_the_printed_speed_summary_fits_a_terminal(tmp_path, capsys):
+    assert compare.main(["--mode", "speed", "--quick", "--framework", "spikingjelly",
+                         "--min-run-time", "0.01", "--T", "4", "--out", str(tmp_path),
+                         "--device", "cpu"]) == 0
+    printed = capsys.readouterr().out
+    printed = printed[printed.index("spikegrad benchmark"):]
+    assert max(len(line) for line in printed.splitlines()) <= 120
+    assert "vs native" in printed and "1.00x" in printed
+
+
+def test_the_text_table_cuts_cells_to_fit():
+    t = store.Table("t", ["a", "b"], [["x" * 200, "1.0"]], notes=["n " * 100])
+    lines = t.text(width=50).splitlines()
+    assert max(len(line) for line in lines) <= 50
+    assert lines[3].endswith("1.0") and "…" in lines[3]
+
+
+@pytest.mark.parametrize("option, size, kind", [("--train-subset", 256, "training"),
+                                                ("--test-subset", 100, "test")])
+def test_a_subset_larger_than_the_data_is_refused(small_data, tmp_path, capsys, option, size,
+                                                  kind):
+    assert _run(tmp_path / "o", option, str(size + 1)) == 2
+    err = capsys.readouterr().err
+    assert f"{option} {size + 1}: fashion-mnist has only {size} {kind} samples" in err
+    assert f"give {option} {size} or less, or leave {option} out" in err
+    assert not (tmp_path / "o" / "results.jsonl").exists()
+    assert _run(tmp_path / "o", option, str(size), "--rules", "na", "--framework",
+                "snntorch", "--epochs", "1") == 0  # the whole split is fine
+
+
+def test_ctrl_c_before_the_first_epoch_points_to_nothing(small_data, tmp_path, capsys,
+                                                         monkeypatch):
+    def interrupted(ds, idx):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "fetch", interrupted)
+    assert _run(tmp_path / "o", "--rules", "na", "--framework", "snntorch") == 130
+    err = capsys.readouterr().err
+    assert "before any of this command's epochs finished: nothing of it was recorded" in err
+    assert "results.jsonl" not in err
+    assert not (tmp_path / "o" / "results.jsonl").exists()
+
+
+def test_ctrl_c_after_an_epoch_says_where_it_is_kept(small_data, tmp_path, capsys,
+                                                     monkeypatch):
+    calls = {"n": 0}
+    real_fetch = train.fetch
+
+    def killed_in_epoch_2(ds, idx):
+        calls["n"] += 1
+        if calls["n"] == 8 + 2:
+            raise KeyboardInterrupt
+        return real_fetch(ds, idx)
+
+    monkeypatch.setattr(train, "fetch", killed_in_epoch_2)
+    out = tmp_path / "o"
+    assert _run(out, "--rules", "na", "--framework", "snntorch", "--epochs", "2") == 130
+    err = capsys.readouterr().err
+    assert f"this command's finished epochs (1) are kept in {out / 'results.jsonl'}" in err
+    assert (out / "results.jsonl").exists()
+
+
+def test_help_and_imports_print_no_warnings():
+    """`compare.py --help` and importing the package print nothing on stderr (torch's "No CUDA
+    runtime is found" came from importing torch.utils.benchmark on CPU-only machines)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("PYTHONWARNINGS", None)
+    for argv in ([str(ROOT / "benchmarks" / "compare.py"), "--help"],
+                 ["-c", "import spikegrad, spikegrad.neurons, spikegrad.recipes"]):
+        done = subprocess.run([sys.executable, *argv], env=env, capture_output=True,
+                              text=True, timeout=300, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        assert "warn" not in done.stderr.lower(), done.stderr
+        assert done.stderr.strip() == ""
