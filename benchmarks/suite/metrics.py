@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from spikegrad.adapters.network import SpikingNetwork
-from spikegrad.rules import na, reset_term
+from spikegrad.rules import reset_term
 
 
 def neuron_tau_s(m: nn.Module) -> float | None:
@@ -109,25 +109,21 @@ def counting(net: SpikingNetwork, counters: Counters) -> Iterator[Counters]:
 def implementation(neurons: Iterable[nn.Module], device: torch.device, dtype: torch.dtype
                    ) -> tuple[str, str | None]:
     """``(implementation, reason)`` of a network's neurons: ``"torch"``, ``"cpp"``,
-    ``"cupy"``... and, where the fastest path was not taken, why."""
+    ``"triton"``, ``"cupy"``... and, where the fastest path was not taken, why.
+
+    spikegrad's neurons read the one dispatcher (:mod:`spikegrad.rules.dispatch`) through their
+    ``dispatch_choice(device, dtype)``; a host's own neurons report what the host runs.
+    """
     impls, reasons = [], []
     for m in neurons:
-        impl = getattr(m, "implementation", None)  # spikegrad spikingjelly nodes: backend
-        if isinstance(impl, str) and impl != "torch":
-            impls.append(impl)
-            reasons.append(getattr(m, "implementation_reason", None))
-        elif isinstance(getattr(m, "rule", None), na.NA):  # NA's torch path: cpp or torch
-            text = na.implementation(m.rule, device, dtype)
-            name, _, why = text.partition(" (")
-            impls.append(name)
-            reasons.append(None if name == "cpp" else why.rstrip(")") or None)
-        elif isinstance(impl, str):
-            impls.append(impl)
-            reasons.append(getattr(m, "implementation_reason", None))
+        pick = getattr(m, "dispatch_choice", None)
+        if callable(pick):
+            choice = pick(device, dtype)
+            impl, why = choice.implementation, choice.reason
         else:
             impl, why = _host_implementation(m, device)
-            impls.append(impl)
-            reasons.append(why)
+        impls.append(impl)
+        reasons.append(why)
     names = sorted(set(impls))
     why = sorted({r for r in reasons if r})
     return "+".join(names), ("; ".join(why) or None)

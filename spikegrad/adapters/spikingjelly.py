@@ -19,11 +19,14 @@ Host traps handled here (each has a test):
 * Spikes at ``u >= θ`` (spikingjelly) vs ``u > θ`` (snntorch): every node states its convention;
   the host's is used unless the rule fixes it (NA: strict, as the authors').
 
-Backends (both lines): ``"torch"`` (the rules' reference), ``"cupy"`` (the fused kernels of
-:mod:`spikegrad.rules.cupy_kernels`, multi-step mode only, as 0.0.0.0.14's own nodes) and
-``"auto"`` (a spikegrad option: the kernels where they can run). Which one a multi-step call
-uses is decided by :func:`spikegrad.rules.cupy_kernels.dispatch.select` and can be read back
-from ``node.implementation`` / ``node.implementation_reason``.
+Backends (both lines): ``"torch"`` (the node's own path: the rules' torch operators, and NA's
+compiled CPU kernel where it runs), ``"cupy"`` (the fused kernels of
+:mod:`spikegrad.rules.cupy_kernels`, multi-step mode only, as 0.0.0.0.14's own nodes),
+``"triton"`` (the fused kernels of :mod:`spikegrad.rules.triton_kernels`, multi-step mode, CUDA
+tensors) and ``"auto"`` (a spikegrad option: Triton, then CuPy, where they can run, else the
+node's own path). Which one a call uses is decided by :func:`spikegrad.rules.dispatch.select`
+and can be read back from ``node.implementation`` (``"torch"``, ``"cpp"``, ``"triton"`` or
+``"cupy"``) / ``node.implementation_reason``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ import torch
 from torch import nn
 
 from spikegrad._checks import check_choice, check_float_tensor, check_number, fit_state
-from spikegrad.rules.cupy_kernels import dispatch
+from spikegrad.rules import dispatch
 
 try:
     from spikingjelly.activation_based import functional, neuron
@@ -47,7 +50,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without spikingj
 
 SUPPORTED_SPIKINGJELLY = ("0.0.0.0.14", "2.0.x")
 IS_SJ2 = hasattr(neuron.BaseNode, "single_step_functional_forward")
-BACKENDS = dispatch.BACKENDS  # ("torch", "cupy", "auto"); "auto" is spikegrad's own option
+BACKENDS = dispatch.BACKENDS  # ("torch", "cupy", "triton", "auto"); the last two: spikegrad's
 
 
 _SHAPE_FIX = ("call functional.reset_net(net) before a batch of another size (from rest any "
@@ -93,8 +96,9 @@ class SpikegradNode(neuron.BaseNode):
 
     Subclasses call :meth:`_init_node` from ``__init__``, list their extra state names in
     ``_extra_states`` and implement ``_step``; ``_multi`` may be overridden with a fused
-    whole-sequence path that returns the same values and gradients, and ``_cupy_kernel`` /
-    ``_multi_cupy`` the fused kernels' spec and call (same returns as ``_multi``).
+    whole-sequence path that returns the same values and gradients, ``_cupy_kernel`` /
+    ``_multi_cupy`` and ``_triton_kernel`` / ``_multi_triton`` the fused kernels' spec and call
+    (same returns as ``_multi``), and ``_reference_choice`` what the own path runs.
     """
 
     _extra_states: tuple[str, ...] = ()
@@ -129,43 +133,70 @@ class SpikegradNode(neuron.BaseNode):
     # --- backend (0.0.0.0.14 has it on every node; on 2.x it is spikegrad's own option) ----
     @property
     def supported_backends(self) -> tuple[str, ...]:
-        """``("torch", "cupy")`` in multi-step mode for a configuration with fused kernels,
-        else ``("torch",)`` (so the host's ``set_backend`` warns and skips such a node)."""
-        if self.step_mode != "m" or isinstance(self._kernel(), str):
+        """``"torch"``, then ``"cupy"`` and ``"triton"`` in multi-step mode where the
+        configuration has those fused kernels (so the host's ``set_backend`` warns and skips a
+        node without them)."""
+        if self.step_mode != "m":
             return ("torch",)
-        return ("torch", "cupy")
+        fused = tuple(name for name in ("cupy", "triton")
+                      if not isinstance(self._kernel(name), str))
+        return ("torch", *fused)
 
     @property
     def backend(self) -> str:
-        """``"torch"``, ``"cupy"`` or ``"auto"`` (checked when set; see the module docstring)."""
+        """``"torch"``, ``"cupy"``, ``"triton"`` or ``"auto"`` (checked when set; see the module
+        docstring)."""
         return self._sg_backend
 
     @backend.setter
     def backend(self, value: str) -> None:
         ready = getattr(self, "_sg_ready", False)
-        kernel = self._kernel() if ready and value == "cupy" else None  # none built for torch
-        dispatch.check_backend(value, step_mode=self.step_mode, kernel=kernel)
+        # a kernel spec is built only for the backend that needs it (none for torch)
+        kernel = self._kernel("cupy") if ready and value == "cupy" else None
+        triton = self._kernel("triton") if ready and value == "triton" else None
+        dispatch.check_backend(value, step_mode=self.step_mode, kernel=kernel,
+                               triton_kernel=triton)
         self._sg_backend = value
 
     def _choice(self, x: torch.Tensor | None = None, strict: bool = False) -> dispatch.Choice:
         last = getattr(self, "_sg_input", None) or (None, None)
         device, dtype = (x.device, x.dtype) if x is not None else last
-        kernel = None if self.backend == "torch" else self._kernel()
-        return dispatch.select(self.backend, step_mode=self.step_mode, kernel=kernel,
-                               device=device, dtype=dtype, bypass=self._bypass(), strict=strict)
+        return self.dispatch_choice(device, dtype, strict=strict)
 
-    def _kernel(self) -> Any:
-        """:meth:`_cupy_kernel`, with a configuration the generator refuses (a constant that is
-        no finite float32, a surrogate without a CUDA expression) as its reason string."""
+    def dispatch_choice(self, device: torch.device | str | None = None,
+                        dtype: torch.dtype | None = None, *, strict: bool = False
+                        ) -> dispatch.Choice:
+        """What :mod:`spikegrad.rules.dispatch` picks for an input on ``device`` of ``dtype``
+        in the current step mode (``None``: a CUDA tensor of a kernel dtype is assumed for the
+        fused kernels). ``strict``: raise where an explicit backend cannot run it."""
+        device = None if device is None else torch.device(device)
+        backend = self.backend
+        kernel = self._kernel("cupy") if backend in ("cupy", "auto") else None
+        triton = self._kernel("triton") if backend in ("triton", "auto") else None
+        return dispatch.select(backend, step_mode=self.step_mode, kernel=kernel,
+                               triton_kernel=triton, device=device, dtype=dtype,
+                               bypass=self._bypass(), strict=strict,
+                               reference=self._reference_choice)
+
+    def _kernel(self, name: str = "cupy") -> Any:
+        """:meth:`_cupy_kernel` (or :meth:`_triton_kernel`), with a configuration the kernels
+        refuse (a constant that is no finite float32, a surrogate without a CUDA expression)
+        as its reason string."""
+        label = {"cupy": "CuPy", "triton": "Triton"}[name]
         try:
-            return self._cupy_kernel()
+            return self._cupy_kernel() if name == "cupy" else self._triton_kernel()
         except (NotImplementedError, ValueError) as exc:
-            return f"no CuPy kernel for this configuration: {exc}"
+            return f"no {label} kernel for this configuration: {exc}"
+
+    def _reference_choice(self, device: torch.device | None, dtype: torch.dtype | None
+                          ) -> dispatch.Choice:
+        """What the node's own path (backend ``"torch"``) runs: the rules' torch operators."""
+        return dispatch.Choice("torch")
 
     @property
     def implementation(self) -> str:
-        """``"torch"`` or ``"cupy"``: what the last multi-step call ran (before the first call:
-        what it would run on a CUDA tensor of a supported dtype)."""
+        """``"torch"``, ``"cpp"``, ``"triton"`` or ``"cupy"``: what the last call ran (before
+        the first call: what a multi-step call would run on a CUDA tensor of a kernel dtype)."""
         return self._choice().implementation
 
     @property
@@ -177,6 +208,11 @@ class SpikegradNode(neuron.BaseNode):
         """The fused kernels' spec for the current configuration, or why there is none."""
         return f"{type(self).__name__} has no fused CuPy kernel"
 
+    def _triton_kernel(self) -> Any:
+        """The Triton kernels' argument (a spec or the rule) for this configuration, or why
+        there is none."""
+        return f"{type(self).__name__} has no fused Triton kernel"
+
     def _bypass(self) -> str | None:
         """A reason when the current configuration runs no rule at all (torch for any backend)."""
         return None
@@ -184,6 +220,10 @@ class SpikegradNode(neuron.BaseNode):
     def _multi_cupy(self, x_seq: torch.Tensor, v: torch.Tensor, *extra: torch.Tensor
                     ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
         raise NotImplementedError  # pragma: no cover - only called when _cupy_kernel is a spec
+
+    def _multi_triton(self, x_seq: torch.Tensor, v: torch.Tensor, *extra: torch.Tensor
+                      ) -> tuple[torch.Tensor, torch.Tensor | None, tuple[torch.Tensor, ...]]:
+        raise NotImplementedError  # pragma: no cover - only called when _triton_kernel is one
 
     # --- spikingjelly's LIF parameters as a rule's ---------------------------------------------
     def _set_lif(self, tau: float, decay_input: bool) -> None:
@@ -249,6 +289,7 @@ class SpikegradNode(neuron.BaseNode):
 
     def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         check_float_tensor("x", x)
+        self._sg_input = (x.device, x.dtype)
         out, *states = self._step(x, *self._states(x))
         self._store(states)
         if self.store_v_seq and IS_SJ2:  # 2.x also records v_seq in single-step mode
@@ -262,7 +303,8 @@ class SpikegradNode(neuron.BaseNode):
         check_float_tensor("x_seq", x_seq, min_dim=2)
         choice = self._choice(x_seq, strict=True)
         self._sg_input = (x_seq.device, x_seq.dtype)
-        run = self._multi_cupy if choice.implementation == "cupy" else self._multi
+        run = {"cupy": self._multi_cupy, "triton": self._multi_triton}.get(
+            choice.implementation, self._multi)
         out_seq, v_seq, states = run(x_seq, *self._states(x_seq[0]))
         self._store(states)
         if self.store_v_seq:

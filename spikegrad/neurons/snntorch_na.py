@@ -15,7 +15,7 @@ from spikegrad._checks import check_float_tensor
 from spikegrad.adapters.na_window import Window, na_step
 from spikegrad.adapters.snntorch import SpikegradLeaky
 from spikegrad.neurons.snntorch import _UNSUPPORTED, _UNUSED_SPIKE_GRAD, _exact, _host_flags
-from spikegrad.rules import na
+from spikegrad.rules import dispatch, na
 
 __all__ = ["NALeaky"]
 
@@ -105,8 +105,10 @@ class NALeaky(SpikegradLeaky):
         self._setup(flags, reset_delay)
         self._add_state("trace")
         self._window: Window | None = None
+        self._last_input: tuple[torch.device | str, torch.dtype] = ("cpu", torch.float32)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._last_input = (input_.device, input_.dtype)
         window = None
         if torch.is_grad_enabled() and input_.requires_grad:
             if self.rescale is not None:
@@ -119,6 +121,28 @@ class NALeaky(SpikegradLeaky):
             window = self._window
         out, u, self.trace = na_step(input_, mem, self.trace, self.rule, window)
         return out, u
+
+    def dispatch_choice(self, device: torch.device | str = "cpu",
+                        dtype: torch.dtype = torch.float32) -> dispatch.Choice:
+        """What :mod:`spikegrad.rules.dispatch` picks for the per-step loop on ``device`` /
+        ``dtype`` (NA's compiled CPU kernel or torch; :meth:`sequence` may also take the
+        Triton kernels on CUDA tensors). Never raises: an unavailable explicit request is
+        reported as ``"unavailable"`` with the reason."""
+        try:
+            return na.choice(self.rule, device, dtype, sequence=False)
+        except (RuntimeError, ValueError, ImportError) as exc:
+            return dispatch.Choice("unavailable", str(exc))
+
+    @property
+    def implementation(self) -> str:
+        """What the per-step loop runs on the last input (CPU float32 before the first call):
+        ``"cpp"`` or ``"torch"``."""
+        return self.dispatch_choice(*self._last_input).implementation
+
+    @property
+    def implementation_reason(self) -> str | None:
+        """Why :attr:`implementation` is not the compiled kernel (``None`` if it is)."""
+        return self.dispatch_choice(*self._last_input).reason
 
     def _on_reset(self) -> None:
         self._window = None
@@ -144,7 +168,8 @@ class NALeaky(SpikegradLeaky):
             cur_seq: ``[T, B, *]``; outputs ``(out, mem)``: ``[T, B, *]`` each.
         """
         check_float_tensor("cur_seq", cur_seq, min_dim=2)
-        out, u = na.NAFunction.apply(cur_seq, self.rule, self.rescale)
+        self._last_input = (cur_seq.device, cur_seq.dtype)
+        out, u = na.sequence(cur_seq, self.rule, self.rescale)
         self._zero_states(like=cur_seq[0])
         self.mem = u[-1].detach()
         self.trace = out[-1].detach()  # the trace; the spikes (the loop's a = s) if tau_s is None

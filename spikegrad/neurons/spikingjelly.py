@@ -6,13 +6,15 @@ step function; :mod:`spikegrad.adapters.spikingjelly` turns the step into both s
 spikingjelly 0.0.0.0.14 and 2.x. Names, defaults and outputs follow API.md.
 
 ``v`` after a step is the host's post-reset state. Every node accepts ``backend="torch" |
-"cupy" | "auto"``; in ``step_mode="m"`` the ``"cupy"`` path runs the rule's fused kernels
-(:mod:`spikegrad.rules.cupy_kernels`) with the same returns as the torch path.
+"cupy" | "triton" | "auto"``; in ``step_mode="m"`` the ``"cupy"`` and ``"triton"`` paths run the
+rule's fused kernels (:mod:`spikegrad.rules.cupy_kernels`,
+:mod:`spikegrad.rules.triton_kernels`) with the same returns as the torch path.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import torch
@@ -134,6 +136,24 @@ class ResetTermLIFNode(SpikegradNode):
         out, v_seq = fused.reset_term_sequence(self._input(x_seq), v, trace, self._cupy_kernel())
         return out, v_seq, (v_seq[-1], trace if self.tau_s is None else out[-1])
 
+    def _triton_kernel(self) -> Any:
+        from spikegrad.rules.triton_kernels import spec
+
+        spec_ = spec.reset_term_spec(self.leak, self.v_threshold, self.surrogate_function,
+                                     self.mechanism, self.reset_grad_scale, self.tau_s)
+        constants = (self.leak, self.v_threshold, self.reset_grad_scale,
+                     *spec_.surrogate_args[1:], *(() if self.tau_s is None else (self.tau_s,)))
+        if not all(math.isfinite(spec.f32(x)) for x in constants):
+            return f"a constant of {spec_!r} is not a finite float32"
+        return spec_
+
+    def _multi_triton(self, x_seq, v, trace):  # noqa: ANN001, ANN202
+        from spikegrad.rules import triton_kernels
+
+        out, v_seq = triton_kernels.reset_term_sequence(self._input(x_seq), v, trace,
+                                                        self._triton_kernel())
+        return out, v_seq, (v_seq[-1], trace if self.tau_s is None else out[-1])
+
 
 class NALIFNode(SpikegradNode):
     """LIF node trained with Neighborhood Aggregation; see :mod:`spikegrad.rules.na`.
@@ -208,12 +228,29 @@ class NALIFNode(SpikegradNode):
 
     def _multi(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
         x_seq = self._input(x_seq)
-        out, u_seq = na.NAFunction.apply(x_seq, self.rule, self.rescale,
-                                         u.detach().to(x_seq.dtype), trace.detach())
+        out, u_seq = na.sequence(x_seq, self.rule, self.rescale, u.detach().to(x_seq.dtype),
+                                 trace.detach(), triton=False)
         return self._na_returns(out, u_seq)
+
+    def _reference_choice(self, device: torch.device | None, dtype: torch.dtype | None
+                          ) -> Any:
+        """The node's own path: NA's compiled CPU kernel or torch (before a call: torch)."""
+        if device is None or dtype is None:
+            return super()._reference_choice(device, dtype)
+        return na.choice(self.rule, device, dtype, sequence=False)
 
     def _cupy_kernel(self) -> Any:
         return kernels.na_spec(self.rule)
+
+    def _triton_kernel(self) -> Any:
+        return self.rule
+
+    def _multi_triton(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
+        from spikegrad.rules import triton_kernels
+
+        out, u_seq = triton_kernels.na_sequence(self._input(x_seq), self.rule, self.rescale,
+                                                u.detach().float(), trace.detach())
+        return self._na_returns(out, u_seq)
 
     def _multi_cupy(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
         out, u_seq = fused.na_sequence(self._input(x_seq), self._cupy_kernel(), self.rescale,
@@ -294,6 +331,16 @@ class HTDGLIFNode(SpikegradNode):
         self._watch(x_seq, o)
         return o, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 
+    def _triton_kernel(self) -> Any:
+        return self.rule_cfg
+
+    def _multi_triton(self, x_seq, v):  # noqa: ANN001, ANN202
+        from spikegrad.rules import triton_kernels
+
+        o, v_seq = triton_kernels.bpsta_sequence(x_seq, v, self.rule_cfg)
+        self._watch(x_seq, o)
+        return o, (v_seq if self.store_v_seq else None), (v_seq[-1],)
+
 
 class MultiStrengthIFNode(SpikegradNode):
     """Integrate-and-fire node with integer-valued spikes (Chen et al. 2018); see
@@ -333,5 +380,14 @@ class MultiStrengthIFNode(SpikegradNode):
 
     def _multi_cupy(self, x_seq, v):  # noqa: ANN001, ANN202
         theta, v_seq = fused.multistrength_sequence(x_seq, v, self._cupy_kernel())
+        return theta, (v_seq if self.store_v_seq else None), (v_seq[-1],)
+
+    def _triton_kernel(self) -> Any:
+        return self.rule_cfg
+
+    def _multi_triton(self, x_seq, v):  # noqa: ANN001, ANN202
+        from spikegrad.rules import triton_kernels
+
+        theta, v_seq = triton_kernels.multistrength_sequence(x_seq, v, self.rule_cfg)
         return theta, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 

@@ -47,18 +47,19 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_choice, check_float_tensor, check_number
-from spikegrad.rules import na_cpu
+from spikegrad.rules import dispatch, ops_na
 
 __all__ = [
     "DISTANCES", "ERRORS", "NA", "step", "forward", "error_step", "errors", "distance_weight",
     "loss_change",
-    "backward", "deltas", "Rescale", "NAFunction", "least_squares", "implementation",
+    "backward", "deltas", "Rescale", "sequence", "NAFunction", "least_squares", "implementation",
+    "choice", "reference_step", "reference_forward", "reference_deltas",
 ]
 
 DISTANCES = ("inverse_cube", "inverse")
 ERRORS = ("accumulated", "local")
 RESETS = ("zero", "subtract")
-IMPLEMENTATIONS = ("auto", "torch", "cpp")
+IMPLEMENTATIONS = dispatch.RULE_IMPLEMENTATIONS  # ("auto", "torch", "cpp", "triton")
 
 
 @dataclass(frozen=True)
@@ -76,8 +77,11 @@ class NA:
             leaves the same state either way (``ϑ`` when removed, 0 when added); the replay
             after it follows this reset.
         implementation: ``"auto"`` (default: the compiled CPU kernel of
-            :mod:`spikegrad.rules.na_cpu` for CPU float tensors when it can be built, else this
-            module's torch code), ``"torch"`` or ``"cpp"`` (raises if unavailable).
+            :mod:`spikegrad.rules.na_cpu` for CPU float32/float64 tensors when it can be built,
+            the Triton kernels of :mod:`spikegrad.rules.triton_kernels` for a whole window on
+            CUDA tensors when they can run, else this module's torch code), ``"torch"``,
+            ``"cpp"`` or ``"triton"`` (raise if they cannot run). The choice is made by
+            :mod:`spikegrad.rules.dispatch`; :func:`implementation` reports it.
     """
 
     beta: float = 0.8
@@ -124,18 +128,47 @@ def _trace(a_prev: torch.Tensor, s: torch.Tensor, cfg: NA) -> torch.Tensor:
     return cfg.trace_decay * a_prev + cfg.trace_gain * s
 
 
+def _hyper(cfg: NA) -> tuple[float, float, float | None, str]:
+    """The operator arguments of the dynamics."""
+    return cfg.beta, cfg.threshold, cfg.tau_s, cfg.reset
+
+
+def _grad_hyper(cfg: NA) -> tuple[str, float, str]:
+    """The operator arguments of the backward pass."""
+    return cfg.distance, cfg.clamp, cfg.error
+
+
+def _one_step(x: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
+    """An optional per-neuron state as one step of ``like`` (``[T, *]``), broadcast."""
+    if x is None:
+        return None
+    step_shape = like.shape[1:]
+    return x if x.shape == step_shape else x.expand(step_shape)
+
+
 def step(
     c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor, cfg: NA
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One forward step from the previous pre-reset potential and trace (no autograd).
 
+    Runs the operator ``spikegrad::na_step`` (torch) or ``spikegrad::na_step_cpp`` (compiled),
+    as :mod:`spikegrad.rules.dispatch` picks.
+
     Returns:
         ``(s[t], u[t], a[t])``.
     """
-    if _use_cpp(cfg, c) and c.is_contiguous() and u_prev.is_contiguous() and (
-            a_prev.is_contiguous() and c.shape == u_prev.shape == a_prev.shape
-            and c.dtype == u_prev.dtype == a_prev.dtype):
-        return tuple(na_cpu.load().na_step(c, u_prev, a_prev, *_cpp_dynamics(cfg)))
+    if not (c.shape == u_prev.shape == a_prev.shape and c.dtype == u_prev.dtype == a_prev.dtype):
+        dtype = torch.promote_types(torch.promote_types(c.dtype, u_prev.dtype), a_prev.dtype)
+        c, u_prev, a_prev = (x.to(dtype) for x in torch.broadcast_tensors(c, u_prev, a_prev))
+    impl = dispatch.rule_implementation("na", cfg.implementation, c, sequence=False)
+    op = torch.ops.spikegrad.na_step_cpp if impl == "cpp" else torch.ops.spikegrad.na_step
+    return op(c, u_prev, a_prev, *_hyper(cfg))
+
+
+def reference_step(
+    c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor, cfg: NA
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`step` in plain torch (the body of the operator ``spikegrad::na_step``)."""
     v_prev = cfg.after_reset(u_prev, u_prev > cfg.threshold)
     u = cfg.beta * v_prev + c
     s = (u > cfg.threshold).to(c.dtype)
@@ -146,10 +179,11 @@ def forward(
     c: torch.Tensor, cfg: NA, *, a_init: torch.Tensor | None = None,
     u_init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The whole window (no autograd; see :class:`NAFunction` for that).
+    """The whole window (see :func:`sequence` for the differentiable call).
 
     The window starts from rest unless ``u_init`` (the pre-reset potential of the step before
-    it) and ``a_init`` (the trace before it) are given.
+    it) and ``a_init`` (the trace before it) are given. Runs ``spikegrad::na_forward`` or
+    ``spikegrad::na_forward_cpp``, as :mod:`spikegrad.rules.dispatch` picks (torch or cpp).
 
     Returns:
         ``(s, u, a)``: spikes, pre-reset potentials, traces.
@@ -158,17 +192,24 @@ def forward(
         c: ``[T, B, *]``; outputs: ``[T, B, *]``.
     """
     check_float_tensor("c", c, min_dim=1)
-    if _use_cpp(cfg, c):
-        flat = c.reshape(c.shape[0], -1).contiguous()
-        u, a = na_cpu.load().na_forward(flat, _flat_or_empty(a_init, flat),
-                                        _flat_or_empty(u_init, flat), *_cpp_dynamics(cfg))
-        u, a = u.view_as(c), a.view_as(c)
-        return (u > cfg.threshold).to(c.dtype), u, a
+    impl = dispatch.rule_implementation("na", cfg.implementation, c, sequence=False)
+    op = torch.ops.spikegrad.na_forward_cpp if impl == "cpp" else torch.ops.spikegrad.na_forward
+    u, a = op(c, _one_step(a_init, c), _one_step(u_init, c), *_hyper(cfg), *_grad_hyper(cfg))
+    return (u > cfg.threshold).to(c.dtype), u, a
+
+
+def reference_forward(
+    c: torch.Tensor, cfg: NA, *, a_init: torch.Tensor | None = None,
+    u_init: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`forward` in plain torch (the body of the operator ``spikegrad::na_forward``)."""
+    if c.shape[0] == 0:
+        return torch.empty_like(c), torch.empty_like(c), torch.empty_like(c)
     u = torch.zeros_like(c[0]) if u_init is None else u_init
     a = torch.zeros_like(c[0]) if a_init is None else a_init
     out = []
     for t in range(c.shape[0]):
-        s, u, a = step(c[t], u, a, cfg)
+        s, u, a = reference_step(c[t], u, a, cfg)
         out.append((s, u, a))
     s_seq, u_seq, a_seq = (torch.stack(x) for x in zip(*out, strict=True))
     return s_seq, u_seq, a_seq
@@ -268,8 +309,10 @@ def deltas(
 ) -> torch.Tensor:
     """``δ[k] = ΔL[k] w(u[k])`` for ``k < neighbors`` given the errors ``e`` (steps 3-4).
 
-    Dispatches to the compiled CPU kernel or to :func:`loss_change` (see ``NA.implementation``).
-    ``changed`` (bool, like ``c``) marks states set from outside; see :func:`loss_change`.
+    Runs ``spikegrad::na_replay`` (torch: :func:`loss_change`) or ``spikegrad::na_replay_cpp``
+    (the compiled kernel), as :mod:`spikegrad.rules.dispatch` picks. ``changed`` (bool, like
+    ``c``) marks states set from outside; see :func:`loss_change`. The spikes ``s`` are
+    ``u > ϑ`` by definition; the operators recompute them from ``u``.
 
     Shape:
         c, u, s, a, e: ``[T, B, *]``; output ``[K, B, *]``.
@@ -277,46 +320,24 @@ def deltas(
     for name, x in (("c", c), ("u", u), ("s", s), ("a", a), ("e", e)):
         check_float_tensor(name, x, min_dim=1)
     K = c.shape[0] if neighbors is None else neighbors
-    if _use_cpp(cfg, c):
-        T = c.shape[0]
-        flat = [x.reshape(T, -1).contiguous() for x in (c, u, a, e)]
-        mask = (c.new_empty(0, dtype=torch.bool) if changed is None
-                else changed.reshape(T, -1).contiguous())
-        d = na_cpu.load().na_replay(*flat, _flat_or_empty(a_init, flat[0]), mask, K,
-                                    *_cpp_dynamics(cfg)[:4], cfg.clamp, *_cpp_dynamics(cfg)[4:],
-                                    cfg.distance == "inverse_cube")
-        return d.view((K,) + tuple(c.shape[1:]))
+    impl = dispatch.rule_implementation("na", cfg.implementation, c, sequence=False)
+    op = torch.ops.spikegrad.na_replay_cpp if impl == "cpp" else torch.ops.spikegrad.na_replay
+    return op(c, u, a, e, _one_step(a_init, c), changed, K, *_hyper(cfg), cfg.distance,
+              cfg.clamp)
+
+
+def reference_deltas(
+    c: torch.Tensor, u: torch.Tensor, a: torch.Tensor, e: torch.Tensor, cfg: NA, *,
+    a_init: torch.Tensor | None = None, neighbors: int | None = None,
+    changed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """:func:`deltas` in plain torch (the body of the operator ``spikegrad::na_replay``)."""
+    K = c.shape[0] if neighbors is None else neighbors
+    if K == 0:
+        return c.new_empty((0, *c.shape[1:]))
+    s = (u > cfg.threshold).to(c.dtype)
     d_l = loss_change(c, s, a, e, cfg, a_init=a_init, neighbors=K, changed=changed, u=u)
     return d_l * distance_weight(u[:K], cfg)
-
-
-def _cpp_dynamics(cfg: NA) -> tuple[float, float, float, float, bool, bool]:
-    return (cfg.beta, cfg.threshold, cfg.trace_decay, cfg.trace_gain, cfg.tau_s is not None,
-            cfg.reset == "subtract")
-
-
-def _flat_or_empty(a_init: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
-    if a_init is None:
-        return like.new_empty(0)
-    return a_init.reshape(-1).contiguous()
-
-
-def _use_cpp(cfg: NA, x: torch.Tensor) -> bool:
-    """The dispatcher: the only place that picks the reference or the compiled kernel."""
-    if cfg.implementation == "torch":
-        return False
-    eligible = x.device.type == "cpu" and x.dtype in (torch.float32, torch.float64)
-    if cfg.implementation == "cpp":
-        if not eligible:
-            raise ValueError(
-                f"implementation='cpp' runs on CPU float32/float64 tensors only, got {x.dtype} "
-                f"on {x.device}; use implementation='auto' or 'torch'"
-            )
-        status = na_cpu.status()
-        if status != "available":
-            raise RuntimeError(f"implementation='cpp' is unavailable: {status}")
-        return True
-    return eligible and na_cpu.status() == "available"
 
 
 class Rescale:
@@ -353,38 +374,73 @@ class Rescale:
         return f"Rescale(ref={self.ref})"
 
 
-class NAFunction(torch.autograd.Function):
-    """The whole window as one autograd node: ``c -> (out, u)`` with the NA backward.
+def sequence(
+    c: torch.Tensor, cfg: NA, rescale: Rescale | None = None, u_init: torch.Tensor | None = None,
+    a_init: torch.Tensor | None = None, *, triton: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The whole window as one differentiable call: ``c -> (out, u)`` with the NA backward.
 
     ``out`` is the trace ``a`` (the spikes when ``tau_s`` is ``None``). A gradient arriving at
     ``u`` is added to ``δ`` unchanged. ``rescale`` is an optional shared :class:`Rescale`;
-    ``u_init``/``a_init`` (not differentiated) continue from an earlier state.
+    ``u_init``/``a_init`` (not differentiated; one step, broadcast) continue from an earlier
+    state. :mod:`spikegrad.rules.dispatch` picks the implementation: the operator
+    ``spikegrad::na_forward`` (torch) or ``spikegrad::na_forward_cpp`` (compiled CPU kernel),
+    whose registered autograd is the NA backward, or the Triton kernels on CUDA tensors
+    (whose ``u`` is float32) unless ``triton=False`` (a spikingjelly node with
+    ``backend="torch"``). With ``rescale`` the backward runs in a small autograd node around
+    the operators (eager only: the rescale reads ``mean|δ|`` on the host).
+
+    Shape:
+        c: ``[T, B, *]``; u_init, a_init: ``[B, *]``; outputs: ``[T, B, *]``.
     """
+    check_float_tensor("c", c, min_dim=1)
+    impl = dispatch.rule_implementation("na", cfg.implementation, c, sequence=triton)
+    if impl == "triton":
+        from spikegrad.rules import triton_kernels
+
+        return triton_kernels.na_sequence(c, cfg, rescale, u_init, a_init)
+    u_init, a_init = _one_step(u_init, c), _one_step(a_init, c)
+    if rescale is not None:
+        return _RescaledNA.apply(c, cfg, rescale, u_init, a_init, impl == "cpp")
+    op = torch.ops.spikegrad.na_forward_cpp if impl == "cpp" else torch.ops.spikegrad.na_forward
+    u, a = op(c, a_init, u_init, *_hyper(cfg), *_grad_hyper(cfg))
+    return a, u
+
+
+class NAFunction:
+    """The name :func:`sequence` had as an ``autograd.Function``: ``NAFunction.apply(c, cfg,
+    rescale, u_init=None, a_init=None)`` is :func:`sequence` (kept for existing code)."""
+
+    apply = staticmethod(sequence)
+
+
+class _RescaledNA(torch.autograd.Function):
+    """The window with the authors' :class:`Rescale` on ``δ`` (before the ``u`` gradient)."""
 
     @staticmethod
-    def forward(c: torch.Tensor, cfg: NA, rescale: Rescale | None,  # type: ignore[override]
-                u_init: torch.Tensor | None = None, a_init: torch.Tensor | None = None):
-        _, u, a = forward(c, cfg, u_init=u_init, a_init=a_init)
+    def forward(c: torch.Tensor, cfg: NA, rescale: Rescale,  # type: ignore[override]
+                u_init: torch.Tensor | None, a_init: torch.Tensor | None, cpp: bool
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        op = torch.ops.spikegrad.na_forward_cpp if cpp else torch.ops.spikegrad.na_forward
+        u, a = op(c, a_init, u_init, *_hyper(cfg), *_grad_hyper(cfg))
         return a, u
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        c, cfg, rescale, *initial = inputs
-        a_init = initial[1] if len(initial) > 1 else None
+        c, cfg, rescale, _, a_init, cpp = inputs
         a, u = output
         ctx.save_for_backward(c, u, a, a_init)
-        ctx.cfg, ctx.rescale = cfg, rescale
-        if rescale is not None:
-            rescale.begin()
+        ctx.cfg, ctx.rescale, ctx.cpp = cfg, rescale, cpp
+        rescale.begin()
 
     @staticmethod
     def backward(ctx: Any, g_a: torch.Tensor, g_u: torch.Tensor):  # type: ignore[override]
         c, u, a, a_init = ctx.saved_tensors
-        s = (u > ctx.cfg.threshold).to(u.dtype)
-        delta = backward(c, u, s, a, g_a, ctx.cfg, a_init=a_init)
-        if ctx.rescale is not None:
-            delta = ctx.rescale(delta)
-        return delta + g_u, None, None, None, None
+        cfg = ctx.cfg
+        op = torch.ops.spikegrad.na_replay_cpp if ctx.cpp else torch.ops.spikegrad.na_replay
+        e = ops_na.errors(g_a, cfg.tau_s, cfg.error)
+        delta = op(c, u, a, e, a_init, None, c.shape[0], *_hyper(cfg), cfg.distance, cfg.clamp)
+        return ctx.rescale(delta) + g_u, None, None, None, None, None
 
 
 def least_squares(directions: torch.Tensor, finite_differences: torch.Tensor) -> torch.Tensor:
@@ -410,20 +466,34 @@ def least_squares(directions: torch.Tensor, finite_differences: torch.Tensor) ->
     return (torch.linalg.pinv(directions) @ finite_differences.unsqueeze(-1)).squeeze(-1)
 
 
+def choice(cfg: NA | None = None, device: str | torch.device = "cpu",
+           dtype: torch.dtype = torch.float32, *, sequence: bool = True) -> dispatch.Choice:
+    """What :mod:`spikegrad.rules.dispatch` picks for ``cfg`` and tensors on ``device``.
+
+    Args:
+        sequence: a whole window (:func:`sequence`; Triton may run it on CUDA) or the
+            per-step path (:func:`step` and the per-step replay: torch or cpp).
+
+    Raises:
+        ValueError, RuntimeError, ImportError: an explicit ``cfg.implementation`` cannot run.
+    """
+    cfg = cfg or NA()
+    return dispatch.rule_choice("na", cfg.implementation, device, dtype, sequence=sequence)
+
+
+_NAMES = {"cpp": "cpp (compiled CPU kernel)", "triton": "triton (fused CUDA kernels)"}
+
+
 def implementation(cfg: NA | None = None, device: str | torch.device = "cpu",
                    dtype: torch.dtype = torch.float32) -> str:
-    """Which implementation ``cfg`` runs for tensors on ``device``, and why (for records)."""
+    """Which implementation ``cfg`` runs for a window on ``device``, and why (for records)."""
     cfg = cfg or NA()
-    probe = torch.empty(0, device=device, dtype=dtype)
     try:
-        if _use_cpp(cfg, probe):
-            return "cpp (compiled CPU kernel)"
-    except (RuntimeError, ValueError) as exc:
+        picked = choice(cfg, device, dtype)
+    except (RuntimeError, ValueError, ImportError) as exc:
         return f"unavailable: {exc}"
+    if picked.implementation in _NAMES:
+        return _NAMES[picked.implementation]
     if cfg.implementation == "torch":
         return "torch (requested)"
-    if probe.device.type != "cpu":
-        return f"torch (the compiled kernel is CPU-only; tensors on {probe.device})"
-    if dtype not in (torch.float32, torch.float64):
-        return f"torch (the compiled kernel takes float32/float64, not {dtype})"
-    return f"torch ({na_cpu.status()})"
+    return f"torch ({picked.reason})" if picked.reason else "torch"

@@ -1,15 +1,23 @@
-"""The compiled CPU kernel of NA (``csrc/na_cpu.cpp``): same signature as the reference.
+"""The compiled CPU kernel of NA (``csrc/na_cpu.cpp``), registered as torch operators.
 
-The kernel computes exactly :func:`spikegrad.rules.na.forward` / :func:`~spikegrad.rules.na.
-backward` (equations there), one neuron per loop iteration with every neighbor replayed in
-registers, parallel over neurons, stopping a replay as soon as it merges with the original
-trajectory. It is built with torch's C++ extension machinery the first time it is needed (a
-C++ compiler and ``ninja`` are required; ``python -m spikegrad.rules.na_cpu`` builds it ahead
+Loading the extension registers ``torch.ops.spikegrad.na_forward_cpp``, ``na_step_cpp`` and
+``na_replay_cpp`` (the kernels are their CPU dispatcher kernels, defined with ``TORCH_LIBRARY``
+in the C++ file; :mod:`spikegrad.rules.ops_na` adds their fake implementations and the
+autograd of the forward operator). The kernel computes exactly
+:func:`spikegrad.rules.na.forward` / :func:`~spikegrad.rules.na.backward` (equations there),
+one neuron per loop iteration with every neighbor replayed in registers, parallel over
+neurons, stopping a replay as soon as it merges with the original trajectory. It is built
+with torch's C++ extension machinery the first time it is needed (a C++ compiler and
+``ninja`` are required; ``python -m spikegrad.rules.na_cpu`` builds it ahead
 of time, as the README's install command and CI do, and ``--require`` makes a failed build an
 error) and cached by torch.
 
 If it cannot be built, :func:`status` says why and ``implementation="auto"`` uses the torch
 reference; ``implementation="cpp"`` raises with that reason.
+
+The build runs once, under a lock, at the first call of :func:`load` or :func:`status`; every
+later call reads the result without taking the lock (so a traced step never meets it), and
+:func:`status` is a constant for ``torch.compile``.
 """
 
 from __future__ import annotations
@@ -20,9 +28,11 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import torch
+
 _SOURCE = Path(__file__).with_name("csrc") / "na_cpu.cpp"
 _LOCK = threading.Lock()
-_STATE: dict[str, Any] = {"module": None, "error": None}
+_STATE: dict[str, Any] = {"module": None, "error": None, "done": False}
 
 
 _ISA_FLAGS = {"avx2": ["-mavx2"], "generic": []}
@@ -37,34 +47,56 @@ def _isa() -> str:
     return "avx2" if "avx2" in flags else "generic"
 
 
-def load(verbose: bool = False) -> Any | None:
-    """Build (once per source version; cached by torch) and return the extension, or ``None``."""
-    with _LOCK:
-        if _STATE["module"] is not None or _STATE["error"] is not None:
-            return _STATE["module"]
-        try:
-            # importing cpp_extension warns about a missing CUDA runtime on CPU-only machines
-            logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-            from torch.utils.cpp_extension import load as _load
+def load(verbose: bool = False) -> str | None:
+    """Build (once per source version; cached by torch) and register the operators.
 
-            isa = _isa()
-            _STATE["module"] = _load(
-                name=f"spikegrad_na_cpu_{isa}",  # one cached build per instruction set
-                sources=[str(_SOURCE)],
-                # no FP contraction: the same rounding as the torch reference; no trapping
-                # math: lets the compiler turn the branch-free selects into SIMD
-                extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math",
-                              *_ISA_FLAGS[isa]],
-                extra_ldflags=["-fopenmp"],
-                verbose=verbose,
-            )
-        except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference
-            _STATE["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}"
+    Returns:
+        The path of the loaded library, or ``None`` when it could not be built (see
+        :func:`status`).
+    """
+    if _STATE["done"]:  # the fast path: no lock once the one-time load has run
         return _STATE["module"]
+    with _LOCK:
+        if not _STATE["done"]:
+            _build(verbose)
+            _STATE["done"] = True
+    return _STATE["module"]
 
 
+def _build(verbose: bool) -> None:
+    """Compile and load the library, then register the operators' Python parts."""
+    try:
+        # importing cpp_extension warns about a missing CUDA runtime on CPU-only machines
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        from torch.utils.cpp_extension import load as _load
+
+        isa = _isa()
+        _STATE["module"] = _load(
+            name=f"spikegrad_na_ops_{isa}",  # one cached build per instruction set
+            sources=[str(_SOURCE)],
+            # no FP contraction: the same rounding as the torch reference; no trapping
+            # math: lets the compiler turn the branch-free selects into SIMD
+            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math",
+                          *_ISA_FLAGS[isa]],
+            extra_ldflags=["-fopenmp"],
+            is_python_module=False,  # a plain library: TORCH_LIBRARY registers the operators
+            verbose=verbose,
+        ) or "loaded"
+        from spikegrad.rules import ops_na
+
+        ops_na.register_cpp()
+    except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference
+        _STATE["module"] = None
+        _STATE["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}"
+
+
+@torch.compiler.assume_constant_result
 def status() -> str:
-    """``"available"`` or why the kernel cannot be used here."""
+    """``"available"`` or why the kernel cannot be used here (builds it on the first call).
+
+    ``SPIKEGRAD_NA_CPP=0`` in the environment turns the kernel off (read at every call, so a
+    test can switch it; ``torch.compile`` reads it once, when it traces).
+    """
     if os.environ.get("SPIKEGRAD_NA_CPP", "1") == "0":
         return "disabled by SPIKEGRAD_NA_CPP=0"
     load()

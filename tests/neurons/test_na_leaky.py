@@ -237,7 +237,7 @@ def test_new_window(how, tau_s):
     torch.testing.assert_close(m2, u2, **TIGHT)
     torch.testing.assert_close(o2, s2 if tau_s is None else a2, **TIGHT)
     w = [randn_like(o1, 11), randn_like(m1, 12), randn_like(o2, 13), randn_like(m2, 14)]
-    loss = sum((o * g).sum() for o, g in zip((o1, m1, o2, m2), w))
+    loss = sum((o * g).sum() for o, g in zip((o1, m1, o2, m2), w, strict=True))
     g1, g2 = torch.autograd.grad(loss, [x1, x2])
     torch.testing.assert_close(g1, expected_grad(x1, w[0], w[1], p), **TIGHT)
     torch.testing.assert_close(g2, expected_grad(x2, w[2], w[3], p, u_prev, a_prev), **TIGHT)
@@ -338,7 +338,7 @@ def ref_delta_set_states(c: torch.Tensor, g: torch.Tensor, passed, p: P) -> torc
     cols_c, cols_g = c.detach().reshape(T, -1).T.tolist(), g.reshape(T, -1).T.tolist()
     cols_p = [None if x is None else x.detach().reshape(-1).tolist() for x in passed]
     out = []
-    for j, (cc, gg) in enumerate(zip(cols_c, cols_g)):
+    for j, (cc, gg) in enumerate(zip(cols_c, cols_g, strict=True)):
         u, s, a, changed, v, tr = [], [], [], [], 0.0, 0.0
         for t in range(T):
             given = None if cols_p[t] is None else cols_p[t][j]

@@ -8,12 +8,18 @@
 // state (then all later spikes agree): the rest of its loss change is the decaying trace gap
 // times the discounted sum of later errors. Where the state entering a step was set from
 // outside (`changed`, see na.loss_change), the neighbor merges there by definition.
-#include <torch/extension.h>
+//
+// The kernels are the CPU implementations of the torch operators spikegrad::na_forward_cpp,
+// spikegrad::na_step_cpp and spikegrad::na_replay_cpp (TORCH_LIBRARY at the end of this file;
+// spikegrad/rules/ops_na.py adds their fake implementations and na_forward_cpp's autograd).
+#include <torch/library.h>
+#include <torch/torch.h>
 #include <ATen/Parallel.h>
 #include <cmath>
 #include <algorithm>
 #include <bit>
 #include <cstdint>
+#include <optional>
 #include <type_traits>
 #include <tuple>
 #include <vector>
@@ -145,51 +151,93 @@ Params make_params(double beta, double theta, double ls, double gain, double cla
   return Params{beta, theta, ls, gain, clamp, trace, subtract, cube};
 }
 
-void check(const torch::Tensor& x, const char* name, int64_t dim) {
-  TORCH_CHECK(x.device().is_cpu(), name, " must be a CPU tensor");
-  TORCH_CHECK(x.is_contiguous(), name, " must be contiguous");
-  TORCH_CHECK(x.dim() == dim, name, " must have ", dim, " dimensions");
+// ---- the operators (schemas in TORCH_LIBRARY_FRAGMENT below) ---------------------------------
+// Hyperparameters as spikegrad.rules.na.NA holds them; tau_s = None means a = s. Every tensor
+// is [T, *] (or one step [*]) in any layout: it is made contiguous here; the outputs are new
+// contiguous tensors shaped like the input.
+
+Params params_of(double beta, double theta, std::optional<double> tau_s,
+                 c10::string_view reset, c10::string_view distance, double clamp) {
+  TORCH_CHECK(reset == "zero" || reset == "subtract",
+              "spikegrad NA: reset must be 'zero' or 'subtract', got '", reset, "'");
+  TORCH_CHECK(distance == "inverse_cube" || distance == "inverse",
+              "spikegrad NA: distance must be 'inverse_cube' or 'inverse', got '", distance, "'");
+  const bool trace = tau_s.has_value();
+  const double ls = trace ? 1.0 - 1.0 / *tau_s : 0.0, gain = trace ? 1.0 / *tau_s : 1.0;
+  return make_params(beta, theta, ls, gain, clamp, trace, reset == "subtract",
+                     distance == "inverse_cube");
 }
 
-}  // namespace
+void check_float(const torch::Tensor& x, const char* op, const char* name) {
+  TORCH_CHECK(x.device().is_cpu(), op, ": ", name, " must be a CPU tensor (the compiled kernel "
+              "is CPU-only), got ", x.device());
+  TORCH_CHECK(x.scalar_type() == torch::kFloat || x.scalar_type() == torch::kDouble, op, ": ",
+              name, " must be float32 or float64 for the compiled kernel, got ", x.scalar_type());
+}
 
-// c: [T, M]; a_init, u_init: [M] or empty (the trace and pre-reset potential before the
-// window). Returns (u, a).
-std::vector<torch::Tensor> na_forward(torch::Tensor c, torch::Tensor a_init, torch::Tensor u_init,
-                                      double beta, double theta, double ls, double gain,
-                                      bool trace, bool subtract) {
-  check(c, "c", 2);
-  for (auto* x : {&a_init, &u_init})
-    TORCH_CHECK(x->numel() == 0 || (x->numel() == c.size(1) && x->is_contiguous()),
-                "na_forward: a_init/u_init: one contiguous value per neuron");
-  auto u = torch::empty_like(c), a = torch::empty_like(c);
-  const Params p = make_params(beta, theta, ls, gain, 1.0, trace, subtract, true);
-  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "na_forward", [&] {
-    forward_kernel<scalar_t>(c.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
-                             a.data_ptr<scalar_t>(),
-                             a_init.numel() ? a_init.data_ptr<scalar_t>() : nullptr,
-                             u_init.numel() ? u_init.data_ptr<scalar_t>() : nullptr, c.size(0),
-                             c.size(1), p);
+// Flat [M] contiguous copy of an optional per-neuron state (one step of c), or an empty tensor.
+torch::Tensor state_of(const std::optional<torch::Tensor>& x, const torch::Tensor& c,
+                       const char* op, const char* name) {
+  if (!x.has_value()) return torch::Tensor();
+  TORCH_CHECK(x->sizes() == c.sizes().slice(1), op, ": ", name, " must have the shape of one "
+              "step of c, ", c.sizes().slice(1), ", got ", x->sizes());
+  TORCH_CHECK(x->scalar_type() == c.scalar_type(), op, ": ", name, " must have c's dtype");
+  return x->reshape({-1}).contiguous();
+}
+
+template <typename T>
+const T* ptr_or_null(const torch::Tensor& x) {
+  return x.defined() && x.numel() ? x.data_ptr<T>() : nullptr;
+}
+
+// c: [T, *]; returns (u, a), both [T, *]. distance, clamp and error do not enter the forward
+// pass: they are the op's backward (registered from Python, spikegrad/rules/ops_na.py).
+std::tuple<torch::Tensor, torch::Tensor> na_forward_cpp(
+    const torch::Tensor& c, const std::optional<torch::Tensor>& a_init,
+    const std::optional<torch::Tensor>& u_init, double beta, double threshold,
+    std::optional<double> tau_s, c10::string_view reset, c10::string_view distance,
+    double clamp, c10::string_view error) {
+  const char* op = "spikegrad::na_forward_cpp";
+  check_float(c, op, "c");
+  TORCH_CHECK(c.dim() >= 1, op, ": c must be time-major [T, *]");
+  TORCH_CHECK(error == "accumulated" || error == "local", op, ": error must be 'accumulated' "
+              "or 'local', got '", error, "'");
+  const Params p = params_of(beta, threshold, tau_s, reset, distance, clamp);
+  const int64_t steps = c.size(0), m = steps ? c.numel() / steps : 0;
+  auto flat = c.contiguous();
+  auto ai = state_of(a_init, c, op, "a_init"), ui = state_of(u_init, c, op, "u_init");
+  auto u = torch::empty(c.sizes(), c.options().memory_format(c10::MemoryFormat::Contiguous));
+  auto a = torch::empty_like(u);
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "na_forward_cpp", [&] {
+    forward_kernel<scalar_t>(flat.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
+                             a.data_ptr<scalar_t>(), ptr_or_null<scalar_t>(ai),
+                             ptr_or_null<scalar_t>(ui), steps, m, p);
   });
   return {u, a};
 }
 
-// One step: c, u_prev, a_prev: [M] (any contiguous layout). Returns (s, u, a).
-std::vector<torch::Tensor> na_step(torch::Tensor c, torch::Tensor u_prev, torch::Tensor a_prev,
-                                   double beta, double theta, double ls, double gain, bool trace,
-                                   bool subtract) {
-  for (auto* x : {&c, &u_prev, &a_prev}) {
-    TORCH_CHECK(x->device().is_cpu() && x->is_contiguous(), "na_step: contiguous CPU tensors");
-    TORCH_CHECK(x->numel() == c.numel(), "na_step: c, u_prev, a_prev differ in size");
+// One step: c, u_prev, a_prev of one shape [*]. Returns (s, u, a).
+std::tuple<torch::Tensor, torch::Tensor, torch::Tensor> na_step_cpp(
+    const torch::Tensor& c, const torch::Tensor& u_prev, const torch::Tensor& a_prev,
+    double beta, double threshold, std::optional<double> tau_s, c10::string_view reset) {
+  const char* op = "spikegrad::na_step_cpp";
+  check_float(c, op, "c");
+  for (const auto* x : {&u_prev, &a_prev}) {
+    TORCH_CHECK(x->device().is_cpu() && x->sizes() == c.sizes() &&
+                x->scalar_type() == c.scalar_type(), op, ": u_prev and a_prev must be CPU "
+                "tensors with c's shape and dtype");
   }
-  auto s = torch::empty_like(c), u = torch::empty_like(c), a = torch::empty_like(c);
-  const Params p = make_params(beta, theta, ls, gain, 1.0, trace, subtract, true);
-  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "na_step", [&] {
-    const scalar_t *cp = c.data_ptr<scalar_t>(), *up = u_prev.data_ptr<scalar_t>(),
-                   *ap = a_prev.data_ptr<scalar_t>();
+  const Params p = params_of(beta, threshold, tau_s, reset, "inverse_cube", 1.0);
+  auto cc = c.contiguous(), uc = u_prev.contiguous(), ac = a_prev.contiguous();
+  auto opts = c.options().memory_format(c10::MemoryFormat::Contiguous);
+  auto s = torch::empty(c.sizes(), opts), u = torch::empty(c.sizes(), opts),
+       a = torch::empty(c.sizes(), opts);
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "na_step_cpp", [&] {
+    const scalar_t *cp = cc.data_ptr<scalar_t>(), *up = uc.data_ptr<scalar_t>(),
+                   *ap = ac.data_ptr<scalar_t>();
     scalar_t *sp = s.data_ptr<scalar_t>(), *uo = u.data_ptr<scalar_t>(),
              *ao = a.data_ptr<scalar_t>();
-    const scalar_t b = beta, th = theta, l = ls, g = gain;
+    const scalar_t b = p.beta, th = p.theta, l = p.ls, g = p.gain;
     at::parallel_for(0, c.numel(), 16384, [&](int64_t lo, int64_t hi) {
       for (int64_t j = lo; j < hi; ++j) {
         const scalar_t v = after_reset(up[j], up[j] > th, p);
@@ -204,46 +252,69 @@ std::vector<torch::Tensor> na_step(torch::Tensor c, torch::Tensor u_prev, torch:
   return {s, u, a};
 }
 
-// c, u, a, e: [L, M] (time-major window suffix, contiguous rows, one row stride); a_init:
-// [M] contiguous or empty; changed: bool [L, M] contiguous or empty. Returns delta
-// [neighbors, M].
-torch::Tensor na_replay(torch::Tensor c, torch::Tensor u, torch::Tensor a, torch::Tensor e,
-                        torch::Tensor a_init, torch::Tensor changed, int64_t neighbors,
-                        double beta, double theta,
-                        double ls, double gain, double clamp, bool trace, bool subtract,
-                        bool cube) {
-  for (auto* x : {&c, &u, &a, &e}) {
-    TORCH_CHECK(x->device().is_cpu() && x->dim() == 2 && x->is_contiguous(),
-                "na_replay: contiguous 2-d CPU tensors");
-    TORCH_CHECK(x->sizes() == c.sizes() && x->scalar_type() == c.scalar_type(),
-                "na_replay: c/u/a/e must share one shape and dtype");
+// c, u, a, e: [L, *] (a window or its suffix); a_init: one step [*] or None; changed: bool
+// [L, *] or None. Returns delta [neighbors, *].
+torch::Tensor na_replay_cpp(const torch::Tensor& c, const torch::Tensor& u,
+                            const torch::Tensor& a, const torch::Tensor& e,
+                            const std::optional<torch::Tensor>& a_init,
+                            const std::optional<torch::Tensor>& changed, int64_t neighbors,
+                            double beta, double threshold, std::optional<double> tau_s,
+                            c10::string_view reset, c10::string_view distance, double clamp) {
+  const char* op = "spikegrad::na_replay_cpp";
+  check_float(c, op, "c");
+  TORCH_CHECK(c.dim() >= 1, op, ": c must be time-major [L, *]");
+  for (const auto* x : {&u, &a, &e}) {
+    TORCH_CHECK(x->device().is_cpu() && x->sizes() == c.sizes() &&
+                x->scalar_type() == c.scalar_type(), op, ": u, a and e must be CPU tensors "
+                "with c's shape and dtype");
   }
-  const int64_t steps = c.size(0), m = c.size(1);
-  TORCH_CHECK(neighbors >= 0 && neighbors <= steps, "neighbors out of range");
-  TORCH_CHECK(a_init.numel() == 0 || (a_init.numel() == m && a_init.is_contiguous()),
-              "a_init: contiguous, one value per neuron");
-  TORCH_CHECK(changed.numel() == 0 || (changed.sizes() == c.sizes() && changed.is_contiguous()
-                                       && changed.scalar_type() == torch::kBool),
-              "changed: a contiguous bool tensor shaped like c, or empty");
-  auto delta = torch::empty({neighbors, m}, c.options());
-  const Params p = make_params(beta, theta, ls, gain, clamp, trace, subtract, cube);
-  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "na_replay", [&] {
-    const scalar_t* ai = a_init.numel() ? a_init.data_ptr<scalar_t>() : nullptr;
+  const int64_t steps = c.size(0), m = steps ? c.numel() / steps : 0;
+  TORCH_CHECK(neighbors >= 0 && neighbors <= steps, op, ": neighbors must be in [0, ",
+              steps, "], got ", neighbors);
+  auto ai = state_of(a_init, c, op, "a_init");
+  torch::Tensor mask;
+  if (changed.has_value()) {
+    TORCH_CHECK(changed->sizes() == c.sizes() && changed->scalar_type() == torch::kBool, op,
+                ": changed must be a bool tensor shaped like c");
+    mask = changed->contiguous();
+  }
+  const Params p = params_of(beta, threshold, tau_s, reset, distance, clamp);
+  auto cc = c.contiguous(), uc = u.contiguous(), ac = a.contiguous(), ec = e.contiguous();
+  std::vector<int64_t> out_shape(c.sizes().begin(), c.sizes().end());
+  out_shape[0] = neighbors;
+  auto delta = torch::empty(out_shape, c.options().memory_format(c10::MemoryFormat::Contiguous));
+  AT_DISPATCH_FLOATING_TYPES(c.scalar_type(), "na_replay_cpp", [&] {
     const uint8_t* ch =
-        changed.numel() ? reinterpret_cast<const uint8_t*>(changed.data_ptr<bool>()) : nullptr;
-    auto args = std::make_tuple(c.data_ptr<scalar_t>(), u.data_ptr<scalar_t>(),
-                                a.data_ptr<scalar_t>(), e.data_ptr<scalar_t>(), ai, ch,
-                                delta.data_ptr<scalar_t>(), steps, m, neighbors, p);
-    if (trace && subtract) std::apply(replay_kernel<scalar_t, true, true>, args);
-    else if (trace) std::apply(replay_kernel<scalar_t, true, false>, args);
-    else if (subtract) std::apply(replay_kernel<scalar_t, false, true>, args);
+        mask.defined() && mask.numel() ? reinterpret_cast<const uint8_t*>(mask.data_ptr<bool>())
+                                       : nullptr;
+    auto args = std::make_tuple(cc.data_ptr<scalar_t>(), uc.data_ptr<scalar_t>(),
+                                ac.data_ptr<scalar_t>(), ec.data_ptr<scalar_t>(),
+                                ptr_or_null<scalar_t>(ai), ch, delta.data_ptr<scalar_t>(), steps,
+                                m, neighbors, p);
+    if (p.trace && p.subtract) std::apply(replay_kernel<scalar_t, true, true>, args);
+    else if (p.trace) std::apply(replay_kernel<scalar_t, true, false>, args);
+    else if (p.subtract) std::apply(replay_kernel<scalar_t, false, true>, args);
     else std::apply(replay_kernel<scalar_t, false, false>, args);
   });
   return delta;
 }
 
-PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
-  m.def("na_forward", &na_forward, "NA forward (CPU)");
-  m.def("na_step", &na_step, "NA forward, one step (CPU)");
-  m.def("na_replay", &na_replay, "NA neighbor replay and distance weighting (CPU)");
+}  // namespace
+
+// Defined here, so an operator exists exactly when its kernel is built; the fake (meta)
+// implementations and the autograd of na_forward_cpp are registered from Python.
+TORCH_LIBRARY_FRAGMENT(spikegrad, m) {
+  m.def("na_forward_cpp(Tensor c, Tensor? a_init, Tensor? u_init, float beta, float threshold, "
+        "float? tau_s, str reset, str distance, float clamp, str error) -> (Tensor, Tensor)");
+  m.def("na_step_cpp(Tensor c, Tensor u_prev, Tensor a_prev, float beta, float threshold, "
+        "float? tau_s, str reset) -> (Tensor, Tensor, Tensor)");
+  m.def("na_replay_cpp(Tensor c, Tensor u, Tensor a, Tensor e, Tensor? a_init, "
+        "Tensor? changed, int neighbors, float beta, float threshold, float? tau_s, str reset, "
+        "str distance, float clamp) -> Tensor");
+}
+
+TORCH_LIBRARY_IMPL(spikegrad, CPU, m) {
+  m.impl("na_forward_cpp", &na_forward_cpp);
+  m.impl("na_step_cpp", &na_step_cpp);
+  m.impl("na_replay_cpp", &na_replay_cpp);
 }

@@ -1,0 +1,155 @@
+"""NA's torch operators (namespace ``spikegrad``): the reference and the compiled CPU kernel.
+
+Two implementations, one schema each, picked by :mod:`spikegrad.rules.dispatch`:
+
+* ``spikegrad::na_forward`` / ``spikegrad::na_forward_cpp``: the window, ``c -> (u, a)``,
+  differentiable (its registered autograd is the NA backward: the errors, then the replay);
+* ``spikegrad::na_step`` / ``spikegrad::na_step_cpp``: one step,
+  ``(c, u_prev, a_prev) -> (s, u, a)``;
+* ``spikegrad::na_replay`` / ``spikegrad::na_replay_cpp``: ``δ`` of the first ``neighbors``
+  steps of a window or of its suffix (the backward pass, whole-window or per step).
+
+The reference operators run :mod:`spikegrad.rules.na`'s torch code; the compiled ones are
+defined with ``TORCH_LIBRARY`` in ``csrc/na_cpu.cpp`` and exist once
+:func:`spikegrad.rules.na_cpu.load` has built it (which calls :func:`register_cpp` here for
+their fake implementations and autograd). Hyperparameters are the fields of
+:class:`spikegrad.rules.na.NA` as plain arguments: ``beta``, ``threshold``, ``tau_s`` (``None``:
+the output is the spike train), ``reset``, ``distance``, ``clamp``, ``error``. Tensors are
+time-major ``[T, *]`` (one step: ``[*]``); ``a_init``/``u_init`` have the shape of one step.
+Outputs are new contiguous tensors; ``u`` has the input's dtype.
+"""
+
+from typing import Any
+
+import torch
+
+__all__ = ["FORWARD_SCHEMA", "STEP_SCHEMA", "REPLAY_SCHEMA", "errors", "register_cpp"]
+
+_HYPER = "float beta, float threshold, float? tau_s, str reset"
+FORWARD_SCHEMA = (f"(Tensor c, Tensor? a_init, Tensor? u_init, {_HYPER}, str distance, "
+                  "float clamp, str error) -> (Tensor, Tensor)")
+STEP_SCHEMA = f"(Tensor c, Tensor u_prev, Tensor a_prev, {_HYPER}) -> (Tensor, Tensor, Tensor)"
+REPLAY_SCHEMA = (f"(Tensor c, Tensor u, Tensor a, Tensor e, Tensor? a_init, Tensor? changed, "
+                 f"int neighbors, {_HYPER}, str distance, float clamp) -> Tensor")
+
+
+def _cfg(beta: float, threshold: float, tau_s: float | None, reset: str,
+         distance: str = "inverse_cube", clamp: float = 5.0, error: str = "accumulated") -> Any:
+    """The :class:`~spikegrad.rules.na.NA` of the operator arguments (validated)."""
+    from spikegrad.rules import na
+
+    return na.NA(beta=beta, threshold=threshold, tau_s=tau_s, distance=distance, clamp=clamp,
+                 error=error, reset=reset, implementation="torch")
+
+
+# --- the reference operators -------------------------------------------------------------------
+@torch.library.custom_op("spikegrad::na_forward", mutates_args=(), schema=FORWARD_SCHEMA)
+def na_forward(c: torch.Tensor, a_init: torch.Tensor | None, u_init: torch.Tensor | None,
+               beta: float, threshold: float, tau_s: float | None, reset: str, distance: str,
+               clamp: float, error: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The window from rest (or from ``u_init``/``a_init``): ``(u, a)``, torch reference."""
+    from spikegrad.rules import na
+
+    cfg = _cfg(beta, threshold, tau_s, reset, distance, clamp, error)
+    _, u, a = na.reference_forward(c, cfg, a_init=a_init, u_init=u_init)
+    return u.contiguous(), a.contiguous()
+
+
+@torch.library.custom_op("spikegrad::na_step", mutates_args=(), schema=STEP_SCHEMA)
+def na_step(c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor, beta: float,
+            threshold: float, tau_s: float | None, reset: str
+            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One step: ``(s, u, a)``, torch reference."""
+    from spikegrad.rules import na
+
+    s, u, a = na.reference_step(c, u_prev, a_prev, _cfg(beta, threshold, tau_s, reset))
+    return s, u, (a.clone() if a is s else a)  # outputs never alias each other
+
+
+@torch.library.custom_op("spikegrad::na_replay", mutates_args=(), schema=REPLAY_SCHEMA)
+def na_replay(c: torch.Tensor, u: torch.Tensor, a: torch.Tensor, e: torch.Tensor,
+              a_init: torch.Tensor | None, changed: torch.Tensor | None, neighbors: int,
+              beta: float, threshold: float, tau_s: float | None, reset: str, distance: str,
+              clamp: float) -> torch.Tensor:
+    """``δ[k] = ΔL[k] w(u[k])`` for ``k < neighbors``, torch reference."""
+    from spikegrad.rules import na
+
+    cfg = _cfg(beta, threshold, tau_s, reset, distance, clamp)
+    return na.reference_deltas(c, u, a, e, cfg, a_init=a_init, neighbors=neighbors,
+                               changed=changed).contiguous()
+
+
+# --- fake (meta) implementations: shapes, dtypes and devices only --------------------------------
+def _fake_forward(c: torch.Tensor, a_init: torch.Tensor | None, u_init: torch.Tensor | None,
+                  *_: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.empty_like(c, memory_format=torch.contiguous_format), torch.empty_like(
+        c, memory_format=torch.contiguous_format)
+
+
+def _fake_step(c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor, *_: Any
+               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    return tuple(torch.empty_like(c, memory_format=torch.contiguous_format) for _ in range(3))
+
+
+def _fake_replay(c: torch.Tensor, u: torch.Tensor, a: torch.Tensor, e: torch.Tensor,
+                 a_init: torch.Tensor | None, changed: torch.Tensor | None, neighbors: int,
+                 *_: Any) -> torch.Tensor:
+    torch._check(0 <= neighbors <= c.shape[0], lambda: "neighbors must be in [0, T]")
+    return c.new_empty((neighbors, *c.shape[1:]))
+
+
+# --- autograd of the window operators ----------------------------------------------------------
+def errors(g: torch.Tensor, tau_s: float | None, error: str) -> torch.Tensor:
+    """``e`` from ``g = ∂L/∂a`` (NA step 1): ``e[t] = g[t] + λs e[t+1]`` or ``e = g``."""
+    if error == "local" or tau_s is None or g.shape[0] == 0:
+        return g
+    decay = 1.0 - 1.0 / tau_s
+    out = [g[-1]]
+    for t in range(g.shape[0] - 2, -1, -1):
+        out.append(g[t] + decay * out[-1])
+    return torch.stack(out[::-1])
+
+
+def _setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    c, a_init, _, *hyper = inputs
+    u, a = output
+    ctx.save_for_backward(c, u, a, a_init)
+    ctx.hyper = tuple(hyper)
+
+
+def _backward(replay: Any) -> Any:
+    def backward(ctx: Any, g_u: torch.Tensor | None, g_a: torch.Tensor | None) -> tuple[Any, ...]:
+        c, u, a, a_init = ctx.saved_tensors
+        beta, threshold, tau_s, reset, distance, clamp, error = ctx.hyper
+        g = torch.zeros_like(a) if g_a is None else g_a
+        e = errors(g, tau_s, error)
+        delta = replay(c, u, a, e, a_init, None, c.shape[0], beta, threshold, tau_s, reset,
+                       distance, clamp)
+        grad_c = delta if g_u is None else delta + g_u
+        return (grad_c,) + (None,) * 9
+
+    return backward
+
+
+torch.library.register_fake("spikegrad::na_forward", _fake_forward)
+torch.library.register_fake("spikegrad::na_step", _fake_step)
+torch.library.register_fake("spikegrad::na_replay", _fake_replay)
+torch.library.register_autograd("spikegrad::na_forward",
+                                _backward(torch.ops.spikegrad.na_replay),
+                                setup_context=_setup_context)
+
+_CPP: dict[str, bool] = {"registered": False}
+
+
+def register_cpp() -> None:
+    """Fake implementations and autograd of the compiled operators (after their library is
+    loaded by :func:`spikegrad.rules.na_cpu.load`; idempotent)."""
+    if _CPP["registered"]:
+        return
+    torch.library.register_fake("spikegrad::na_forward_cpp", _fake_forward)
+    torch.library.register_fake("spikegrad::na_step_cpp", _fake_step)
+    torch.library.register_fake("spikegrad::na_replay_cpp", _fake_replay)
+    torch.library.register_autograd("spikegrad::na_forward_cpp",
+                                    _backward(torch.ops.spikegrad.na_replay_cpp),
+                                    setup_context=_setup_context)
+    _CPP["registered"] = True
