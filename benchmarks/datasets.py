@@ -391,9 +391,9 @@ def check_subsets(spec: DataSpec, train_subset: int | None, test_subset: int | N
                                        ("--test-subset", test_subset, spec.test, "test")):
         if asked is not None and asked > len(split):
             raise ValueError(
-                f"{option} {asked}: {spec.name} has only {len(split)} {kind} samples (in "
-                f"{spec.source}); give {option} {len(split)} or less, or leave {option} out to "
-                f"use all {len(split)}")
+                f"{option} {asked}: {spec.name} has only {len(split)} {kind} samples (the copy "
+                f"used: {spec.source}); give {option} {len(split)} or less, or leave {option} "
+                f"out to use all {len(split)}")
 
 
 if __name__ == "__main__":  # `python benchmarks/datasets.py`: where is the Fashion-MNIST copy?

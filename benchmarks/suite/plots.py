@@ -41,7 +41,9 @@ def _plt():
 
 
 def _order(key: tuple[str, ...]) -> tuple:
-    return (RULES.index(key[0]) if key[0] in RULES else len(RULES), *key[1:])
+    """Rules in :data:`RULES` order, each rule's paper recipe before the common one."""
+    rest = ({"paper": "0", "common": "1"}.get(key[1], key[1]), *key[2:]) if len(key) > 1 else ()
+    return (RULES.index(key[0]) if key[0] in RULES else len(RULES), *rest)
 
 
 def _plural(n: int, word: str) -> str:
@@ -82,6 +84,13 @@ def _group_label(group: tuple[str, str, str], groups: list[tuple[str, str, str]]
     return sep.join(parts)
 
 
+def _color(group: tuple[str, str, str], groups: list[tuple[str, str, str]]) -> str:
+    """The rule's colour (as in speed.png) when rules alone tell the groups apart."""
+    if len({g[1:] for g in groups}) == 1 and group[0] in RULE_COLORS:
+        return RULE_COLORS[group[0]]
+    return f"C{groups.index(group) % 10}"
+
+
 def _bar_chart(ax, finals: list[dict[str, Any]], value) -> None:
     """Bars per (rule, recipe), one per framework side by side, each labelled with its value;
     several seeds: the bar is their mean and a dot each; a failed configuration is marked."""
@@ -90,6 +99,7 @@ def _bar_chart(ax, finals: list[dict[str, Any]], value) -> None:
     fws = sorted({r["framework"] for r in finals})
     width = 0.8 / len(fws)
     seeds = len({r["seed"] for r in finals}) > 1
+    dots = False
     for j, fw in enumerate(fws):
         xs, heights, labels = [], [], []
         for i, g in enumerate(groups):
@@ -107,7 +117,9 @@ def _bar_chart(ax, finals: list[dict[str, Any]], value) -> None:
             heights.append(statistics.fmean(vals))
             labels.append(f"{heights[-1]:.1f}")
             if seeds:
-                ax.plot([x] * len(vals), vals, "o", color="black", ms=3, zorder=3)
+                ax.plot([x] * len(vals), vals, "o", color="black", ms=3, zorder=3,
+                        label="one seed" if not dots else "_nolegend_")
+                dots = True
         bars = ax.bar(xs, heights, width * 0.95, label=fw,
                       color=FRAMEWORK_COLORS.get(fw, f"C{j}"), hatch="//" if j % 2 else None,
                       edgecolor="white")
@@ -133,7 +145,9 @@ def accuracy(rows: list[dict[str, Any]], path: Path, epochs: int | None = None
         fig, ax = plt.subplots(figsize=(max(8.0, 1.0 + 0.75 * n), 5), layout="constrained")
         _bar_chart(ax, finals, lambda r: r["test_acc"])
         ax.set_ylim(0, 105)
-        ax.set_ylabel("test accuracy % after the epoch")
+        n_seeds = len({r["seed"] for r in finals})
+        ax.set_ylabel("test accuracy % after the epoch"
+                      + (f"\n(bar: mean of {n_seeds} seeds)" if n_seeds > 1 else ""))
         fig.legend(title="framework", loc="outside lower center", ncols=4)
         fig.suptitle(_train_title("Test accuracy per rule", finals, last, _chars(fig)),
                      fontsize=11)
@@ -142,8 +156,8 @@ def accuracy(rows: list[dict[str, Any]], path: Path, epochs: int | None = None
         fig, axes = plt.subplots(1, len(fws), figsize=(5.5 * len(fws) + 2.5, 4.8),
                                  squeeze=False, sharey=True, layout="constrained")
         key = _keyer(finals)
-        groups = _groups(train, key)
-        seeds = sorted({r["seed"] for r in train})
+        groups = _groups(train + finals, key)
+        seeds = sorted({r["seed"] for r in train + finals})
         status = {r["config_id"]: r.get("status") for r in finals}
         handles = {}
         for ax, fw in zip(axes[0], fws, strict=True):
@@ -162,9 +176,15 @@ def accuracy(rows: list[dict[str, Any]], path: Path, epochs: int | None = None
                 if status.get(cid) == "failed":
                     label += " (failed later)"
                 (line,) = ax.plot([r["epoch"] for r in pts], [r["test_acc"] for r in pts],
-                                  marker="o", ms=4, color=f"C{groups.index(g) % 10}",
+                                  marker="o", ms=4, color=_color(g, groups),
                                   linestyle=("-", "--", ":", "-.")[seeds.index(r0["seed"]) % 4])
                 handles.setdefault(label, line)
+            never = [_group_label(key(r), groups, sep=", ")
+                     + (f", seed {r['seed']}" if len(seeds) > 1 else "") for r in finals
+                     if r["framework"] == fw and r["config_id"] not in curves]
+            if never:  # failed before its first epoch: no point to draw, said in the panel
+                ax.text(0.01, 0.01, "failed before epoch 1: " + "; ".join(never),
+                        transform=ax.transAxes, color="firebrick", fontsize=8, va="bottom")
             ax.set_title(fw)
             ax.set_xlabel("epoch")
             ax.set_xticks(range(1, last + 1))
@@ -198,9 +218,14 @@ def cost(rows: list[dict[str, Any]], path: Path, epochs: int | None = None) -> P
         xs, fwd, bwd = [], [], []
         for i, g in enumerate(groups):
             sel = [r for r in ok if r["framework"] == fw and key(r) == g]
+            x = i + (j - (len(fws) - 1) / 2) * width
             if not sel:
+                if any(r["framework"] == fw and key(r) == g for r in finals):
+                    ax.annotate("failed", (x, 0), xytext=(0, 3), textcoords="offset points",
+                                rotation=90, ha="center", va="bottom", color="firebrick",
+                                fontsize=8)
                 continue
-            xs.append(i + (j - (len(fws) - 1) / 2) * width)
+            xs.append(x)
             fwd.append(statistics.fmean(r["step_ms_forward"] for r in sel))
             bwd.append(statistics.fmean(r["step_ms_backward"] for r in sel))
         ax.bar(xs, fwd, width * 0.95, color=color, label=f"{fw}: forward (with the loss)")
