@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 
 from spikegrad._checks import check_choice, check_float_tensor, check_number
+from spikegrad.rules import ops_lif
 
 __all__ = ["MODES", "HTDGLIF", "spike", "reset", "integrate", "step", "step_v", "forward"]
 
@@ -166,7 +167,9 @@ def step(
 def forward(
     x: torch.Tensor, cfg: HTDGLIF, *, v0: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole sequence.
+    """The whole sequence, fused: the torch operator ``spikegrad::bpsta_forward`` (its
+    registered autograd, ``spikegrad::bpsta_backward``, is the BPSA/BPTA recursion; same values
+    and gradients as repeated :func:`step_v`; see :mod:`spikegrad.rules.ops_lif`).
 
     Returns:
         ``(o, h)``: outputs and pre-reset potentials.
@@ -176,12 +179,9 @@ def forward(
     """
     check_float_tensor("x", x, min_dim=1)
     v = torch.zeros_like(x[0]) if v0 is None else v0
-    outs, pots = [], []
-    for t in range(x.shape[0]):
-        o, h, v = step_v(x[t], v, cfg)
-        outs.append(o)
-        pots.append(h)
-    return torch.stack(outs), torch.stack(pots)
+    o, _, h = ops_lif.bpsta_sequence(x, v, cfg.mode, cfg.threshold, cfg.decay, cfg.alpha,
+                                     cfg.dt)
+    return o, h
 
 
 def step_v(

@@ -34,6 +34,7 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_float_tensor, check_number
+from spikegrad.rules import ops_lif
 
 __all__ = ["MultiStrength", "strength", "step", "forward"]
 
@@ -114,7 +115,10 @@ def step(
 def forward(
     z: torch.Tensor, cfg: MultiStrength, *, v0: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The whole sequence.
+    """The whole sequence, fused: the torch operator ``spikegrad::multistrength_forward`` (its
+    registered autograd, ``spikegrad::multistrength_backward``, is the straight-through
+    recursion; same values and gradients as repeated :func:`step`; see
+    :mod:`spikegrad.rules.ops_lif`).
 
     Returns:
         ``(θ, v)``: strengths and remainders.
@@ -124,9 +128,6 @@ def forward(
     """
     check_float_tensor("z", z, min_dim=1)
     v = torch.zeros_like(z[0]) if v0 is None else v0
-    thetas, rems = [], []
-    for t in range(z.shape[0]):
-        theta, v = step(z[t], v, cfg)
-        thetas.append(theta)
-        rems.append(v)
-    return torch.stack(thetas), torch.stack(rems)
+    theta, rem, _ = ops_lif.multistrength_sequence(z, v, cfg.threshold, cfg.beta,
+                                                   cfg.max_strength, cfg.detach_reset)
+    return theta, rem

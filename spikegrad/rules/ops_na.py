@@ -19,11 +19,30 @@ time-major ``[T, *]`` (one step: ``[*]``); ``a_init``/``u_init`` have the shape 
 Outputs are new contiguous tensors; ``u`` has the input's dtype.
 """
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
-__all__ = ["FORWARD_SCHEMA", "STEP_SCHEMA", "REPLAY_SCHEMA", "errors", "register_cpp"]
+__all__ = ["BODIES", "FORWARD_SCHEMA", "STEP_SCHEMA", "REPLAY_SCHEMA", "errors", "register_cpp"]
+
+#: the torch bodies of the operators defined here, by operator name (plain functions: tests run
+#: them on ``meta`` tensors, where the dispatcher would call the fake implementations instead)
+BODIES: dict[str, Callable[..., Any]] = {}
+_DEFINITIONS: dict[str, Any] = {}
+
+
+def _op(name: str, schema: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn`` as the operator ``spikegrad::<name>`` (any device); return ``fn``."""
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        # the definition is kept: its Library deregisters the operator when collected
+        _DEFINITIONS[name] = torch.library.custom_op(f"spikegrad::{name}", fn, mutates_args=(),
+                                                     schema=schema)
+        BODIES[name] = fn
+        return fn
+
+    return register
+
 
 _HYPER = "float beta, float threshold, float? tau_s, str reset"
 FORWARD_SCHEMA = (f"(Tensor c, Tensor? a_init, Tensor? u_init, {_HYPER}, str distance, "
@@ -43,7 +62,7 @@ def _cfg(beta: float, threshold: float, tau_s: float | None, reset: str,
 
 
 # --- the reference operators -------------------------------------------------------------------
-@torch.library.custom_op("spikegrad::na_forward", mutates_args=(), schema=FORWARD_SCHEMA)
+@_op("na_forward", FORWARD_SCHEMA)
 def na_forward(c: torch.Tensor, a_init: torch.Tensor | None, u_init: torch.Tensor | None,
                beta: float, threshold: float, tau_s: float | None, reset: str, distance: str,
                clamp: float, error: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -55,7 +74,7 @@ def na_forward(c: torch.Tensor, a_init: torch.Tensor | None, u_init: torch.Tenso
     return u.contiguous(), a.contiguous()
 
 
-@torch.library.custom_op("spikegrad::na_step", mutates_args=(), schema=STEP_SCHEMA)
+@_op("na_step", STEP_SCHEMA)
 def na_step(c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor, beta: float,
             threshold: float, tau_s: float | None, reset: str
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -66,7 +85,7 @@ def na_step(c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor, beta: f
     return s, u, (a.clone() if a is s else a)  # outputs never alias each other
 
 
-@torch.library.custom_op("spikegrad::na_replay", mutates_args=(), schema=REPLAY_SCHEMA)
+@_op("na_replay", REPLAY_SCHEMA)
 def na_replay(c: torch.Tensor, u: torch.Tensor, a: torch.Tensor, e: torch.Tensor,
               a_init: torch.Tensor | None, changed: torch.Tensor | None, neighbors: int,
               beta: float, threshold: float, tau_s: float | None, reset: str, distance: str,

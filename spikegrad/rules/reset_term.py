@@ -44,7 +44,8 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_choice, check_float_tensor, check_number, check_same
-from spikegrad.rules.surrogate import Surrogate, heaviside
+from spikegrad.rules import ops_lif
+from spikegrad.rules.surrogate import Surrogate
 
 __all__ = [
     "MECHANISMS",
@@ -174,60 +175,24 @@ def step_v(
     return s, u, v
 
 
-class SequenceFunction(torch.autograd.Function):
-    """:func:`forward` as one autograd node with the closed-form backward (fast path).
+class SequenceFunction:
+    """:func:`forward` as one differentiable call with the closed-form backward (fast path).
 
-    ``(c, v0) -> (s, v)``: spikes and post-reset states of the whole sequence for a spikegrad
-    :class:`~spikegrad.rules.surrogate.Surrogate` (it needs ``surrogate.derivative``); the
+    ``SequenceFunction.apply(c, v0, beta, threshold, spike_fn, mechanism, reset_grad_scale)
+    -> (s, v, u)``: spikes, post-reset states and (not differentiable) pre-reset potentials of
+    the whole sequence for a spikegrad :class:`~spikegrad.rules.surrogate.Surrogate`; the
     backward pass is the recursion of the module docstring, run once over time instead of
     through one autograd node per operation. Same values and gradients as :func:`forward`.
+    Runs the torch operator ``spikegrad::reset_term_forward`` (its registered autograd is
+    ``spikegrad::reset_term_backward``) for Sigmoid/ATan; see :mod:`spikegrad.rules.ops_lif`.
     """
 
     @staticmethod
-    def forward(c: torch.Tensor, v0: torch.Tensor, beta: float, threshold: float,  # type: ignore[override]
-                spike_fn: Any, mechanism: str, reset_grad_scale: float):
-        v, spikes, states, potentials = v0, [], [], []
-        for t in range(c.shape[0]):
-            u = beta * v + c[t]
-            s = heaviside(u - threshold, inclusive=spike_fn.inclusive)
-            v = u * (1.0 - s) if mechanism == "zero" else u - threshold * s
-            spikes.append(s)
-            states.append(v)
-            potentials.append(u)
-        return torch.stack(spikes), torch.stack(states), torch.stack(potentials)
-
-    @staticmethod
-    def setup_context(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
-        _, _, beta, threshold, spike_fn, mechanism, k = inputs
-        s, _, u = output
-        ctx.save_for_backward(s, u)
-        ctx.params = (beta, threshold, spike_fn, mechanism, k)
-        ctx.mark_non_differentiable(u)
-        ctx.set_materialize_grads(False)
-
-    @staticmethod
-    def backward(ctx: Any, g_s: torch.Tensor | None, g_v: torch.Tensor | None, _g_u: Any):  # type: ignore[override]
-        s, u = ctx.saved_tensors
-        beta, threshold, spike_fn, mechanism, k = ctx.params
-        grad_c = torch.empty_like(u)
-        dv = None  # dL/dv[t], accumulated from the future; one time step at a time (cache-sized)
-        for t in range(u.shape[0] - 1, -1, -1):
-            if g_v is not None:
-                dv = g_v[t] if dv is None else dv + g_v[t]
-            dh = spike_fn.derivative(u[t] - threshold)
-            du = grad_c[t]
-            if g_s is not None:
-                torch.mul(g_s[t], dh, out=du)
-            else:
-                du.zero_()
-            if dv is not None:
-                if mechanism == "zero":
-                    dv_du = (1.0 - s[t]).sub_(dh.mul_(u[t]), alpha=k)
-                else:
-                    dv_du = dh.mul_(-k * threshold).add_(1.0)
-                du.addcmul_(dv, dv_du)
-            dv = du * beta
-        return grad_c, dv, None, None, None, None, None
+    def apply(c: torch.Tensor, v0: torch.Tensor, beta: float, threshold: float, spike_fn: Any,
+              mechanism: str, reset_grad_scale: float
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        return ops_lif.reset_term_sequence(c, v0, beta, threshold, spike_fn, mechanism,
+                                           reset_grad_scale)
 
 
 def fused_applicable(spike_fn: Any, beta: Any, threshold: Any) -> bool:
