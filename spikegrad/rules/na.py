@@ -139,11 +139,12 @@ def _grad_hyper(cfg: NA) -> tuple[str, float, str]:
 
 
 def _one_step(x: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None:
-    """An optional per-neuron state as one step of ``like`` (``[T, *]``), broadcast."""
+    """An optional per-neuron state as one step of ``like`` (``[T, *]``): broadcast, in its
+    dtype."""
     if x is None:
         return None
     step_shape = like.shape[1:]
-    return x if x.shape == step_shape else x.expand(step_shape)
+    return (x if x.shape == step_shape else x.expand(step_shape)).to(like.dtype)
 
 
 def step(

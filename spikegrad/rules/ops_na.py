@@ -157,6 +157,22 @@ torch.library.register_autograd("spikegrad::na_forward",
                                 _backward(torch.ops.spikegrad.na_replay),
                                 setup_context=_setup_context)
 
+
+
+def _setup_nondifferentiable(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
+    outs = output if isinstance(output, tuple) else (output,)
+    ctx.mark_non_differentiable(*outs)
+    ctx.n_inputs = len(inputs)
+
+
+def _no_gradient(ctx: Any, *grads: Any) -> tuple[None, ...]:
+    return (None,) * ctx.n_inputs
+
+
+for _name in ("na_step", "na_replay"):  # the window defines their gradients (na_window)
+    torch.library.register_autograd(f"spikegrad::{_name}", _no_gradient,
+                                    setup_context=_setup_nondifferentiable)
+
 _CPP: dict[str, bool] = {"registered": False}
 
 
@@ -171,4 +187,7 @@ def register_cpp() -> None:
     torch.library.register_autograd("spikegrad::na_forward_cpp",
                                     _backward(torch.ops.spikegrad.na_replay_cpp),
                                     setup_context=_setup_context)
+    for name in ("na_step_cpp", "na_replay_cpp"):
+        torch.library.register_autograd(f"spikegrad::{name}", _no_gradient,
+                                        setup_context=_setup_nondifferentiable)
     _CPP["registered"] = True
