@@ -366,6 +366,7 @@ def main(argv: list[str] | None = None) -> int:
                  f"{args.gradient_dims or 'all'} weights/layer, {args.device}")
         made = [m for m in [gradient_run.plot(mine, store.dir / "gradient.png", title)] if m]
         atomic_write(store.dir / "summary.md", text.encode())
+        text = gradient_run.printed(text)
     else:  # this invocation's configurations only (earlier rows in --out are kept, not shown)
         mine = [r for r in store.rows if r.get("config_id") in args.wanted]
         epochs = args.epochs if args.mode == "train" else None

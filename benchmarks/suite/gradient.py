@@ -221,14 +221,20 @@ def quality(rule_grads: Sequence[torch.Tensor], est: Estimate, *, resamples: int
             seed: int = 0) -> dict[str, dict[str, float | None]]:
     """Per layer (``"layer<j>"``) and ``"overall"``: ``grad_cosine`` with ``grad_cosine_lo`` /
     ``grad_cosine_hi``, ``grad_sign_agree`` (share of weights with equal signs) and
-    ``grad_cosine_ceiling`` (:func:`ceiling`)."""
+    ``grad_cosine_ceiling`` (:func:`ceiling`). The cosines are ``None`` (not measurable, never
+    guessed) where the loss did not change under any perturbation or the gradient is zero."""
     out: dict[str, dict[str, float | None]] = {}
     mats = [est.directions.matrix(j) for j in range(len(rule_grads))]
     parts = [(f"layer{j}", [g], [e], E)
              for j, (g, e, E) in enumerate(zip(rule_grads, est.grads, mats, strict=True))]
     parts.append(("overall", list(rule_grads), list(est.grads), torch.cat(mats, dim=1)))
+    flat = not bool((est.diffs != 0).any())  # the loss never moved: nothing to compare with
     for name, gs, es, E in parts:
         g = torch.cat([x.reshape(-1) for x in gs])
+        if flat or not bool((g != 0).any()):
+            out[name] = {"grad_cosine": None, "grad_cosine_lo": None, "grad_cosine_hi": None,
+                         "grad_sign_agree": _sign_agree(gs, es), "grad_cosine_ceiling": None}
+            continue
         c, lo, hi = bootstrap_cosine(g, est.diffs, E, resamples=resamples, seed=seed)
         out[name] = {"grad_cosine": c, "grad_cosine_lo": lo, "grad_cosine_hi": hi,
                      "grad_sign_agree": _sign_agree(gs, es),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import textwrap
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -26,7 +27,7 @@ from suite import gradient, metrics, recipes
 from suite.store import Store
 from suite.train import Dist, fetch, subset_indices
 
-DEFAULTS = {"directions": 128, "sigma": 0.05, "dims": 32, "batch_size": 32}
+DEFAULTS = {"directions": 128, "sigma": 0.2, "dims": 32, "batch_size": 32}
 EXPLAIN = (
     "cosine: between the rule's weight gradient and the antithetic evolution-strategies estimate "
     "of the gradient of the Gaussian-smoothed loss (1.0 would be perfect agreement with the "
@@ -91,14 +92,19 @@ def run(cfg: GradientConfig, data: Any, store: Store, *, dist: Dist,
     if dist.rank == 0:
         store.add(_row(cfg, **fields))
     o = fields["overall"]
-    log(f"{tag} cosine {o['grad_cosine']:.3f} [{o['grad_cosine_lo']:.3f}, "
-        f"{o['grad_cosine_hi']:.3f}], ceiling {_f(o['grad_cosine_ceiling'])}, "
+    log(f"{tag} cosine {_band(o)}, ceiling {_f(o['grad_cosine_ceiling'])}, "
         f"loss-drop ratio {_f(fields['loss_drop_ratio'])} ({fields['seconds']:.0f} s)")
     return "done"
 
 
 def _f(x: float | None) -> str:
     return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.3f}"
+
+
+def _band(r: dict[str, Any]) -> str:
+    if r["grad_cosine"] is None:
+        return "n/a (flat loss: try a larger --sigma)"
+    return f"{r['grad_cosine']:.3f} [{r['grad_cosine_lo']:.3f}, {r['grad_cosine_hi']:.3f}]"
 
 
 def measure(cfg: GradientConfig, data: Any, dist: Dist) -> dict[str, Any]:
@@ -143,13 +149,23 @@ def table(rows: list[dict[str, Any]]) -> str:
     lines = ["| rule | framework | cosine [band] | ceiling | sign agree | loss-drop ratio | "
              "per layer | s |", "|---|---|---|---|---|---|---|---|"]
     for r in sorted(done, key=lambda r: (recipes.RULES.index(r["rule"]), r["framework"])):
-        per = " / ".join(_f(v["grad_cosine"]) for v in r["layers"].values())
+        per = " / ".join("n/a" if v["grad_cosine"] is None else f"{v['grad_cosine']:.2f}"
+                         for v in r["layers"].values())
         lines.append(
-            f"| {r['rule']} | {r['framework']} | {r['grad_cosine']:.3f} "
-            f"[{r['grad_cosine_lo']:.3f}, {r['grad_cosine_hi']:.3f}] | "
+            f"| {r['rule']} | {r['framework']} | {_band(r).split(' (')[0]} | "
             f"{_f(r['grad_cosine_ceiling'])} | {r['grad_sign_agree']:.3f} | "
             f"{_f(r['loss_drop_ratio'])} | {per} | {r['seconds']:.0f} |")
     return "\n".join(lines)
+
+
+def printed(text: str, width: int = 120) -> str:
+    """``text`` for a terminal: paragraphs wrapped to ``width``; table lines kept whole."""
+    out = []
+    for para in text.split("\n\n"):
+        keep = para.startswith("|")
+        out.append(para if keep else textwrap.fill(para, width, break_on_hyphens=False,
+                                                   break_long_words=False))
+    return "\n\n".join(out)
 
 
 def plot(rows: list[dict[str, Any]], path: Any, title: str = "") -> Any:
@@ -175,6 +191,9 @@ def plot(rows: list[dict[str, Any]], path: Any, title: str = "") -> Any:
             r = hit[-1]
             yv = i + (j - (len(frameworks) - 1) / 2) * height
             c, lo, hi = r["grad_cosine"], r["grad_cosine_lo"], r["grad_cosine_hi"]
+            if c is None:
+                ax.text(0.02, yv, "n/a: flat loss", va="center", fontsize=8)
+                continue
             ax.barh(yv, c, height=height * 0.9, color=f"C{j}",
                     label=fw if i == 0 else None, xerr=[[c - lo], [hi - c]], capsize=3)
             if r.get("grad_cosine_ceiling") is not None:
