@@ -181,7 +181,7 @@ def plot(rows: list[dict[str, Any]], path: Any, title: str = "") -> Any:
 
     rules = [r for r in recipes.RULES if any(x["rule"] == r for x in done)]
     frameworks = [f for f in recipes.FRAMEWORKS if any(x["framework"] == f for x in done)]
-    fig, ax = plt.subplots(figsize=(8.5, 0.55 * len(rules) * len(frameworks) + 1.8))
+    fig, ax = plt.subplots(figsize=(8.5, max(3.8, 0.55 * len(rules) * len(frameworks) + 2.0)))
     height = 0.8 / len(frameworks)
     for j, fw in enumerate(frameworks):
         for i, rule in enumerate(rules):
@@ -205,7 +205,7 @@ def plot(rows: list[dict[str, Any]], path: Any, title: str = "") -> Any:
     ax.invert_yaxis()
     ax.set_xlim(-1, 1)
     ax.set_xlabel("cosine(rule's weight gradient, ES estimate of the smoothed loss's gradient)")
-    ax.set_title(title, fontsize=9)
+    ax.set_title(textwrap.fill(title, 100), fontsize=9)
     ax.legend(loc="lower left", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
