@@ -64,6 +64,9 @@ class Window:
         """The trace after the last recorded step (``a_init`` before the first)."""
         return self._steps[-1][3] if self._steps else self.a_init
 
+    # A Python-side record (a side effect): torch.compile runs it eagerly, breaking the graph
+    # around each step, rather than tracing it into the step's autograd node.
+    @torch.compiler.disable
     def record(self, c: torch.Tensor, s: torch.Tensor, u: torch.Tensor, a: torch.Tensor,
                u_in: torch.Tensor) -> int:
         """Store one step (``u_in``: the potential it took in); returns its index."""
