@@ -64,12 +64,19 @@ class Window:
         """The trace after the last recorded step (``a_init`` before the first)."""
         return self._steps[-1][3] if self._steps else self.a_init
 
-    # A Python-side record (a side effect): torch.compile runs it eagerly, breaking the graph
-    # around each step, rather than tracing it into the step's autograd node.
-    @torch.compiler.disable
     def record(self, c: torch.Tensor, s: torch.Tensor, u: torch.Tensor, a: torch.Tensor,
                u_in: torch.Tensor) -> int:
         """Store one step (``u_in``: the potential it took in); returns its index."""
+        if torch.compiler.is_compiling():
+            # a Python side effect inside the step's autograd node: torch.compile runs it
+            # eagerly (a graph break around the step) instead of tracing the record
+            from torch import _dynamo  # already imported while compiling
+
+            return _dynamo.disable(self._record)(c, s, u, a, u_in)
+        return self._record(c, s, u, a, u_in)
+
+    def _record(self, c: torch.Tensor, s: torch.Tensor, u: torch.Tensor, a: torch.Tensor,
+                u_in: torch.Tensor) -> int:
         prev = self._steps[-1][2] if self._steps else None
         if prev is not None and prev._version != self._version:
             raise RuntimeError(

@@ -150,8 +150,15 @@ def cupy_problem(device: torch.device | int | None = None) -> tuple[type[Excepti
     return None if reason is None else (RuntimeError, reason)
 
 
+def constant_for_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Mark ``fn`` as :func:`torch.compiler.assume_constant_result` does (dynamo calls it when
+    tracing and keeps the result), without importing ``torch._dynamo`` (seconds) at import."""
+    fn._dynamo_marked_constant = True  # type: ignore[attr-defined]
+    return fn
+
+
 # --- Triton ------------------------------------------------------------------------------------
-@torch.compiler.assume_constant_result
+@constant_for_compile
 def _triton_package_problem() -> str | None:
     """Why Triton cannot be imported (``None`` if it can); a constant for ``torch.compile``."""
     from spikegrad.rules.triton_kernels import spec

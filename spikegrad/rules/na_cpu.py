@@ -28,7 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-import torch
+from spikegrad.rules import dispatch
 
 _SOURCE = Path(__file__).with_name("csrc") / "na_cpu.cpp"
 _LOCK = threading.Lock()
@@ -90,7 +90,7 @@ def _build(verbose: bool) -> None:
         _STATE["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}"
 
 
-@torch.compiler.assume_constant_result
+@dispatch.constant_for_compile
 def status() -> str:
     """``"available"`` or why the kernel cannot be used here (builds it on the first call).
 
