@@ -112,6 +112,11 @@ def parser() -> argparse.ArgumentParser:
                    "against the host's native LIF; gradient: how well each rule's weight "
                    "gradient points where the loss goes down, against an evolution-strategies "
                    "estimate of the smoothed loss's gradient (default: train)")
+    p.add_argument("--speed-set", choices=speed.SETS, default="all",
+                   help="speed mode: 'layers' (one layer and a Linear + neuron step over T and "
+                   "sizes), 'tutorial' (the seed-002 tutorial network at T=25, eager and under "
+                   "torch.compile, against the host's LIF the same way) or 'all' (default; "
+                   "--quick leaves the compiled network out)")
     p.add_argument("--directions", type=int, default=None,
                    help="gradient mode: antithetic direction pairs N (default: "
                    f"{gradient_run.DEFAULTS['directions']})")
@@ -298,6 +303,7 @@ def _speed_all(args: argparse.Namespace, store: Store, say) -> str:
         say("ttfs is a loss, not a neuron: speed mode leaves it out (benchmarks/ttfs_speed.py "
             "times it against snntorch's)")
     for case in speed.cases(args.frameworks, args.rules, args.device, args.quick,
+                            which=args.speed_set,
                             ts=None if args.T is None else (args.T,), batch=args.batch_size):
         args.wanted.add(case.config_id)
         speed.run(case, store, min_run_time=args.min_run_time, retry_failed=args.retry_failed,

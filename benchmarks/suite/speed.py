@@ -11,6 +11,11 @@ backward with a random upstream gradient) - forward. ``train-step``: ``Linear(N,
 neuron on a random input, forward + loss (a random projection of the output), backward, Adam
 step; forward and backward as above, the optimiser step counted in backward.
 
+``tutorial`` / ``tutorial-compiled``: the seed-002 tutorial network (``784-1000-10``, the host's
+per-step loop in snntorch, step mode ``"m"`` in spikingjelly) at ``T = 25``, batch 128, forward
++ loss + backward, eager and under ``torch.compile`` (compiled once before timing; the compile
+time is not counted). Each neuron is compared with the host's own LIF in the same mode.
+
 Sizes: the Open Neuromorphic workload (Linear + LIF, batch 16, ``T = 500``, 16 384 neurons)
 runs only on a GPU; on the CPU, NA's ``T(T-1)/2`` replay makes it far too large, so CPU runs
 cap the sizes (:data:`CPU_SIZES`) and record the workload as skipped with that reason.
@@ -37,6 +42,8 @@ CPU_SIZES = (1024, 4096)
 GPU_SIZES = (1024, 4096, 16384)
 BATCH = 16
 OPEN_NEUROMORPHIC = {"neurons": 16384, "batch": 16, "T": 500}
+TUTORIAL = {"arch": "tutorial-mlp", "batch": 128, "T": 25, "inputs": 784}
+SETS = ("all", "layers", "tutorial")
 
 
 @dataclass(frozen=True)
@@ -57,10 +64,22 @@ class Case:
 
 
 def cases(frameworks: list[str], rules: list[str], device: str, quick: bool,
-          ts: tuple[int, ...] | None = None, batch: int | None = None) -> Iterator[Case]:
+          ts: tuple[int, ...] | None = None, batch: int | None = None,
+          which: str = "all") -> Iterator[Case]:
     """Every measurement of a speed run (``native`` first, the ratios' reference); ``ts`` and
-    ``batch`` replace the default time steps and batch size."""
+    ``batch`` replace the default time steps and batch size; ``which``: ``"layers"`` (layer and
+    train-step timings), ``"tutorial"`` (the tutorial network eager and compiled) or ``"all"``
+    (the tutorial network is left out of ``quick`` runs: compiling takes minutes on a CPU)."""
     wanted = ["native"] + [r for r in SPEED_RULES[1:] if r in rules]
+    if which in ("all", "tutorial") and not (quick and which == "all"):
+        threads = torch.get_num_threads()
+        for fw in frameworks:
+            for what in ("tutorial", "tutorial-compiled"):
+                for rule in wanted:
+                    yield Case(fw, rule, what, TUTORIAL["inputs"], batch or TUTORIAL["batch"],
+                               (ts or (TUTORIAL["T"],))[0], device, threads)
+    if which == "tutorial":
+        return
     gpu = device.startswith("cuda")
     sizes = (256,) if quick else (GPU_SIZES if gpu else CPU_SIZES)
     ts = ts or ((4, 8) if quick else TS)
@@ -103,6 +122,8 @@ def measure(case: Case, min_run_time: float) -> dict[str, Any]:
     grad = torch.randn(shape, generator=gen).to(device)
     torch.manual_seed(0)
     lif = make(case.framework, case.rule).to(device)
+    if case.what.startswith("tutorial"):
+        return _tutorial(case, device, min_run_time)
     if case.what == "layer":
         cur = (2.0 * x).requires_grad_()
 
@@ -143,6 +164,41 @@ def measure(case: Case, min_run_time: float) -> dict[str, Any]:
     return {"step_ms_forward": t_fwd, "step_ms_backward": max(t_all - t_fwd, 0.0),
             "peak_mem_mb": peak, "impl": impl, "impl_reason": why,
             "neuron_class": type(lif).__name__}
+
+
+def _tutorial(case: Case, device: torch.device, min_run_time: float) -> dict[str, Any]:
+    """The tutorial network, eager or compiled: forward + loss, then backward."""
+    gen = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(case.T, case.batch, case.neurons, generator=gen).to(device)
+    torch.manual_seed(0)
+    net = netlib.build_network(TUTORIAL["arch"], host=case.framework,
+                               neuron=lambda: make(case.framework, case.rule),
+                               in_shape=(case.neurons,)).to(device)
+    grad = torch.randn(case.T, case.batch, 10, generator=gen).to(device)
+    model: Callable[[torch.Tensor], torch.Tensor] = net
+    if case.what == "tutorial-compiled":
+        torch._dynamo.reset()
+        model = torch.compile(net)
+
+    def forward() -> torch.Tensor:
+        loss = (model(x) * grad).sum()
+        net.reset()
+        return loss
+
+    def step() -> None:
+        net.zero_grad(set_to_none=True)
+        forward().backward()
+
+    t0 = time.perf_counter()
+    for _ in range(2):  # the first call compiles
+        step()
+    warm = time.perf_counter() - t0
+    t_fwd = _timed(forward, min_run_time)
+    t_all = _timed(step, min_run_time)
+    impl, why = metrics.implementation(net.neurons(), device, torch.float32)
+    return {"step_ms_forward": t_fwd, "step_ms_backward": max(t_all - t_fwd, 0.0),
+            "peak_mem_mb": None, "impl": impl, "impl_reason": why, "warm_up_s": warm,
+            "neuron_class": type(net.neurons()[0]).__name__}
 
 
 def row(case: Case, **fields: Any) -> dict[str, Any]:
