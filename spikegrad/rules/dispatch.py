@@ -132,20 +132,21 @@ def cupy_problem(device: torch.device | int | None = None) -> tuple[type[Excepti
     """``None`` if the CuPy kernels can launch on ``device`` (default: torch's current CUDA
     device), else ``(exception type, message)``. The first call per device compiles and launches
     a tiny kernel (cached), so a CuPy that imports but cannot compile or launch is reported."""
+    # the device first: installing CuPy would not help on a machine without a usable GPU
+    if not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            return RuntimeError, ("no CUDA device: this torch is a CPU-only build "
+                                  "(torch.version.cuda is None); install a CUDA build of torch "
+                                  "to run the CuPy kernels")
+        return RuntimeError, ("no CUDA device: torch.cuda.is_available() is False (no visible "
+                              "GPU: check the driver and CUDA_VISIBLE_DEVICES), and the CuPy "
+                              "kernels run on CUDA tensors")
     cp = _import_cupy()
     if isinstance(cp, ModuleNotFoundError):
         return ImportError, f"cupy is not installed ({INSTALL_HINT})"
     if isinstance(cp, Exception):
         return ImportError, (f"cupy cannot be imported ({type(cp).__name__}: {cp}); "
                              f"reinstall it: {INSTALL_HINT}")
-    if not torch.cuda.is_available():
-        if torch.version.cuda is None:
-            return RuntimeError, ("no CUDA device: this torch is a CPU-only build "
-                                  "(torch.version.cuda is None); install a CUDA build of torch "
-                                  "to run the CuPy kernels")
-        return RuntimeError, ("no CUDA device: cupy is installed but torch.cuda.is_available() "
-                              "is False (no visible GPU: check the driver and "
-                              "CUDA_VISIBLE_DEVICES), and the CuPy kernels run on CUDA tensors")
     reason = _probe(cp, _device_index(device))
     return None if reason is None else (RuntimeError, reason)
 

@@ -213,3 +213,14 @@ def test_the_configuration_reason_comes_before_a_missing_cupy(monkeypatch):
     node = ResetTermLIFNode(step_mode="m", backend="auto",
                             surrogate_function=sj_surrogate.Sigmoid())
     assert "has no CUDA expression" in node.implementation_reason
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks a machine without a usable GPU")
+@pytest.mark.parametrize("backend", ["cupy", "triton"])
+def test_no_gpu_is_said_before_any_package(backend):
+    """Without a GPU, an explicit kernel backend names the missing device first (installing
+    CuPy or Triton would not help), whether or not the package is installed."""
+    from spikegrad.neurons import NALIFNode
+
+    with pytest.raises(RuntimeError, match="no CUDA device"):
+        NALIFNode(step_mode="m", backend=backend)
