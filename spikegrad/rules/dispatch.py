@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import importlib
 import importlib.util
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -252,7 +253,18 @@ def rule_implementation(rule: str, requested: str, x: torch.Tensor, *,
     if error is not None:
         raise error(f"implementation={requested!r} cannot run here: {reason}; use "
                     "implementation='auto' or 'torch'")
+    if (rule == "na" and impl == "torch" and requested == "auto" and x.device.type == "cpu"
+            and x.dtype in CPP_DTYPES and reason and "could not be built" in reason
+            and not torch.compiler.is_compiling()):
+        _warn_cpp_fallback(reason)
     return impl
+
+
+@functools.cache
+def _warn_cpp_fallback(reason: str) -> None:
+    """Once per process: NA runs its torch reference because its kernel is missing."""
+    warnings.warn("NA runs its torch reference on the CPU (same values, several times "
+                  f"slower): {reason}", RuntimeWarning, stacklevel=4)
 
 
 # --- spikingjelly nodes ------------------------------------------------------------------------

@@ -87,7 +87,19 @@ def _build(verbose: bool) -> None:
         ops_na.register_cpp()
     except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference
         _STATE["module"] = None
-        _STATE["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[-1][:300]}"
+        lines = str(exc).strip().splitlines() or [""]
+        _STATE["error"] = f"{type(exc).__name__}: {lines[-1][:300]}"
+        _STATE["log"] = compiler_errors(lines)
+
+
+def compiler_errors(lines: list[str], keep: int = 12) -> list[str]:
+    """The compiler's last error lines in a failed build's output (its ``error:`` lines with
+    the line after each, else the output's last lines)."""
+    picked: list[str] = []
+    for i, line in enumerate(lines):
+        if "error" in line.lower() and not line.lstrip().startswith("ninja: build stopped"):
+            picked += lines[i:i + 2]
+    return (picked or lines)[-keep:]
 
 
 @dispatch.constant_for_compile
@@ -106,12 +118,28 @@ def status() -> str:
             "and `pip install ninja`, then run `python -m spikegrad.rules.na_cpu`")
 
 
-if __name__ == "__main__":
-    import sys
+def main(argv: list[str] | None = None) -> int:
+    """``python -m spikegrad.rules.na_cpu [--require] [--verbose]``: build the kernel now."""
+    import argparse
     import time
 
+    p = argparse.ArgumentParser(
+        prog="python -m spikegrad.rules.na_cpu",
+        description="Build NA's compiled CPU kernel now (once; torch caches it), so that the "
+        "first NA call does not wait for the compiler, and say whether it is available. "
+        "Without it NA runs its torch reference (same values, slower).")
+    p.add_argument("--require", action="store_true",
+                   help="exit with status 1 if the kernel cannot be built (CI)")
+    p.add_argument("--verbose", action="store_true", help="show the compiler's commands")
+    args = p.parse_args(argv)
     start = time.perf_counter()
-    load(verbose="--verbose" in sys.argv)
+    load(verbose=args.verbose)
     print(f"spikegrad NA CPU kernel: {status()} ({time.perf_counter() - start:.1f} s)")
+    if _STATE["module"] is None and _STATE.get("log"):
+        print("the compiler said:\n  " + "\n  ".join(_STATE["log"]))
     # without --require a failed build is reported, not fatal: NA then runs its torch reference
-    raise SystemExit(1 if "--require" in sys.argv and _STATE["module"] is None else 0)
+    return 1 if args.require and _STATE["module"] is None else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
