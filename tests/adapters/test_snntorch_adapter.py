@@ -294,12 +294,12 @@ def test_deepcopy(make):
     x = inputs(steps=8)
     run_hidden(n, x[:3])
     clone = copy.deepcopy(n)
-    for a, b in zip(state_tensors(n), state_tensors(clone)):
+    for a, b in zip(state_tensors(n), state_tensors(clone), strict=True):
         assert torch.equal(a, b) and a is not b
     torch.testing.assert_close(run_hidden(clone, x[3:]), run_hidden(n, x[3:]), rtol=0, atol=0)
     before = [s.clone() for s in state_tensors(n)]
     clone(x[0] * 3)  # the copy's state is its own
-    for a, b in zip(state_tensors(n), before):
+    for a, b in zip(state_tensors(n), before, strict=True):
         assert torch.equal(a, b)
 
 
@@ -403,7 +403,7 @@ def test_utils_reset_does_not_reach_nested_neurons(make):
     before = [s.clone() for s in state_tensors(lif)]
     assert_nonzero_state(lif)
     utils.reset(net)
-    for a, b in zip(state_tensors(lif), before):
+    for a, b in zip(state_tensors(lif), before, strict=True):
         assert torch.equal(a, b)  # untouched: the host never looked inside nn.Sequential
     reset_states(net)
     assert_zero_state(lif)
@@ -427,7 +427,7 @@ def test_reset_scopes_host_resets_other_nets_reset_states_does_not(make):
     b_before = [s.clone() for s in state_tensors(net_b.lif)]
     reset_states(net_a)
     assert_zero_state(net_a.lif)
-    for a, b in zip(state_tensors(net_b.lif), b_before):
+    for a, b in zip(state_tensors(net_b.lif), b_before, strict=True):
         assert torch.equal(a, b)
 
 

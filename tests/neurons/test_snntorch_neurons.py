@@ -49,14 +49,14 @@ def upstream(like: torch.Tensor, seed: int) -> torch.Tensor:
 
 def grads(outputs, weights, wrt):
     """Gradients of ``Σ_i <outputs[i], weights[i]>`` w.r.t. ``wrt`` (None -> zeros)."""
-    loss = sum((o * w).sum() for o, w in zip(outputs, weights))
+    loss = sum((o * w).sum() for o, w in zip(outputs, weights, strict=True))
     gs = torch.autograd.grad(loss, wrt, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, wrt)]
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(gs, wrt, strict=True)]
 
 
 def assert_grads_close(ga, gb, **tol):
     assert len(ga) == len(gb)
-    for a, b in zip(ga, gb):
+    for a, b in zip(ga, gb, strict=True):
         torch.testing.assert_close(a, b, **tol)
 
 

@@ -134,7 +134,7 @@ def ref_loss_changes(c, g, p: P, u_prev=None, a_prev=0.0):
 def ref_delta_neuron(c, g, p: P, u_prev=None, a_prev=0.0):
     u, _, _ = ref_forward_neuron(c, p, u_prev, a_prev)
     d_l = ref_loss_changes(c, g, p, u_prev, a_prev)
-    return [d * ref_weight(uk, p) for d, uk in zip(d_l, u)]
+    return [d * ref_weight(uk, p) for d, uk in zip(d_l, u, strict=True)]
 
 
 def _columns(x: torch.Tensor) -> list[list[float]]:
@@ -159,7 +159,7 @@ def ref_delta(c: torch.Tensor, g: torch.Tensor, p: P, u_prev=None, a_prev=None) 
     up = [None] * c[0].numel() if u_prev is None else u_prev.detach().double().flatten().tolist()
     ap = [0.0] * c[0].numel() if a_prev is None else a_prev.detach().double().flatten().tolist()
     cols = [ref_delta_neuron(cc, gg, p, up[i], ap[i])
-            for i, (cc, gg) in enumerate(zip(_columns(c), _columns(g)))]
+            for i, (cc, gg) in enumerate(zip(_columns(c), _columns(g), strict=True))]
     return _from_columns(cols, c)
 
 
@@ -470,7 +470,7 @@ def test_batch_independence(p, impl):
 def ref_implied_input(u_traj, s_traj, p: P):
     """The input current that produces a potential trajectory: ``c[t] = u[t] - β v[t-1]``."""
     out, v = [], 0.0
-    for ut, st in zip(u_traj, s_traj):
+    for ut, st in zip(u_traj, s_traj, strict=True):
         out.append(ut - p.beta * v)
         v = ref_post_reset(ut, st, p)
     return out
@@ -478,14 +478,15 @@ def ref_implied_input(u_traj, s_traj, p: P):
 
 def ref_boxminus(u_k, s_k, u, s, p: P):
     """``u_k ⊟ u``: the difference of the implied inputs."""
-    return [x - y for x, y in zip(ref_implied_input(u_k, s_k, p), ref_implied_input(u, s, p))]
+    pairs = zip(ref_implied_input(u_k, s_k, p), ref_implied_input(u, s, p), strict=True)
+    return [x - y for x, y in pairs]
 
 
 def ref_boxplus(c, delta, p: P, forced):
     """``u ⊞ Δ``: simulate with ``c + Δ``; a step listed in ``forced`` takes the given spike
     (a tie at ϑ is broken toward the neighbor, as the smallest flip does)."""
     v, us, ss = 0.0, [], []
-    for t, (ct, dt) in enumerate(zip(c, delta)):
+    for t, (ct, dt) in enumerate(zip(c, delta, strict=True)):
         ut = p.beta * v + (ct + dt)
         st = forced[t] if t in forced else (1.0 if ut > p.theta else 0.0)
         v = ref_post_reset(ut, st, p)
@@ -507,7 +508,7 @@ def test_neighbor_directions_are_one_hot(reset, impl):
     e_t = na.errors(g, cfg)
     d_l = na.loss_change(c, s_t, a_t, e_t, cfg)
     checked_add = checked_remove = 0
-    for n, (cc, gg) in enumerate(zip(_columns(c), _columns(g))):
+    for n, (cc, gg) in enumerate(zip(_columns(c), _columns(g), strict=True)):
         u, s, a = ref_forward_neuron(cc, p)
         e = ref_errors(gg, p)
         for k in range(T):
@@ -630,7 +631,8 @@ def test_least_squares_with_one_hot_directions_is_the_rule():
     s, u, a = na.forward(c, cfg)
     gap = p.theta - u
     assert gap.abs().min() > 1e-6
-    d_l = _from_columns([ref_loss_changes(cc, gg, p) for cc, gg in zip(_columns(c), _columns(g))],
+    cols = zip(_columns(c), _columns(g), strict=True)
+    d_l = _from_columns([ref_loss_changes(cc, gg, p) for cc, gg in cols],
                         c)
     # neurons as a batch of T x T systems
     gap_n = gap.reshape(T, -1).T  # [n, T]
@@ -644,16 +646,16 @@ def test_least_squares_with_one_hot_directions_is_the_rule():
 
 def test_least_squares_overdetermined_equals_numpy_lstsq():
     gen = np.random.default_rng(5)
-    O = gen.standard_normal((3, 2, 11, 4))  # [..., M = 11, T = 4]
+    dirs = gen.standard_normal((3, 2, 11, 4))  # [..., M = 11, T = 4]
     f = gen.standard_normal((3, 2, 11))
-    out = na.least_squares(torch.from_numpy(O), torch.from_numpy(f))
+    out = na.least_squares(torch.from_numpy(dirs), torch.from_numpy(f))
     assert out.shape == (3, 2, 4)
     for i in range(3):
         for j in range(2):
-            ref, *_ = np.linalg.lstsq(O[i, j], f[i, j], rcond=None)
+            ref, *_ = np.linalg.lstsq(dirs[i, j], f[i, j], rcond=None)
             np.testing.assert_allclose(out[i, j].numpy(), ref, rtol=1e-10, atol=1e-12)
     # it really is a least-squares solution, not an exact one
-    resid = torch.from_numpy(O) @ out.unsqueeze(-1) - torch.from_numpy(f).unsqueeze(-1)
+    resid = torch.from_numpy(dirs) @ out.unsqueeze(-1) - torch.from_numpy(f).unsqueeze(-1)
     assert resid.abs().max() > 1e-3
 
 

@@ -79,7 +79,8 @@ def test_single_step_matches_reference():
     gen = torch.Generator().manual_seed(4)
     c, u_prev = torch.rand(2, 3, 5, generator=gen) * 2
     a_prev = torch.rand(3, 5, generator=gen)
-    for x, y in zip(na.step(c, u_prev, a_prev, ref_cfg), na.step(c, u_prev, a_prev, cpp_cfg)):
+    steps = na.step(c, u_prev, a_prev, ref_cfg), na.step(c, u_prev, a_prev, cpp_cfg)
+    for x, y in zip(*steps, strict=True):
         assert torch.equal(x, y)
 
 
