@@ -107,7 +107,9 @@ class Surrogate:
             x: any shape; output: the same shape and dtype.
         """
         check_float_tensor("x", x)
-        if sys._getframe(1).f_globals.get("__name__", "").startswith("spikingjelly._ops"):
+        # Eager calls only: frame inspection cannot be traced (a graph break at every call),
+        # so while torch.compile traces the check is skipped; any eager call still warns.
+        if not torch.compiler.is_compiling() and _called_by_host_loop():
             _warn_host_fallback()
         if not self.spiking:
             return self.primitive(x)
@@ -171,6 +173,11 @@ class ATan(Surrogate):
 
         k = f"({c_float(math.pi / 2 * self.alpha)} * ({x}))"
         return f"({c_float(self.alpha / 2)} / (1.0f + {k} * {k}))"
+
+
+def _called_by_host_loop() -> bool:
+    """Whether the caller of :meth:`Surrogate.__call__` is spikingjelly 2.x's reference loop."""
+    return sys._getframe(2).f_globals.get("__name__", "").startswith("spikingjelly._ops")
 
 
 @functools.cache
