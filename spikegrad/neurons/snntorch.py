@@ -117,8 +117,9 @@ class ResetTermLeaky(SpikegradLeaky):
             spike_fn=self.spike_grad, mechanism=self.reset_mechanism,
             reset_grad_scale=self.reset_grad_scale,
         )
-        if self.graded_spikes_factor.requires_grad or float(self.graded_spikes_factor) != 1.0:
-            spk = spk * self.graded_spikes_factor
+        # always, as the host does (x * 1.0 is exact); reading the factor on the host would
+        # synchronise a CUDA device and break torch.compile's graph at every step
+        spk = spk * self.graded_spikes_factor
         if self.tau_s is None:
             return spk, u
         self.trace = reset_term.trace_step(self.trace, spk, self.tau_s)
@@ -195,7 +196,10 @@ class HTDGLIFLeaky(SpikegradLeaky):
         return out, mem
 
     def _on_reset(self) -> None:
-        self._silence.boundary()  # a layer silent through a whole training sequence warns
+        # a layer silent through a whole training sequence warns (eager only: the watch reads
+        # a sum on the host, and it observes nothing while torch.compile traces)
+        if not torch.compiler.is_compiling():
+            self._silence.boundary()
 
     def _on_load(self) -> None:
         decay = None if self.rule.mode == "braincog" else float(self.beta)
