@@ -65,10 +65,21 @@ __all__ = ["first_spike_time", "ce_temporal_loss", "mse_temporal_loss"]
 _REDUCTIONS = ("mean", "sum", "none")
 
 
-@functools.lru_cache(maxsize=64)
-def _countdown(steps: int, dtype: torch.dtype, device: torch.device, dim: int) -> torch.Tensor:
+def _make_countdown(steps: int, dtype: torch.dtype, device: torch.device, dim: int
+                    ) -> torch.Tensor:
     """``T, T-1, ..., 1`` along dim 0, shaped to broadcast against a ``dim``-D record."""
     return torch.arange(steps, 0, -1, dtype=dtype, device=device).view(-1, *[1] * (dim - 1))
+
+
+_cached_countdown = functools.lru_cache(maxsize=64)(_make_countdown)
+
+
+def _countdown(steps: int, dtype: torch.dtype, device: torch.device, dim: int) -> torch.Tensor:
+    """:func:`_make_countdown`, cached in eager mode (``torch.compile`` traces the plain
+    function: it would ignore the cache and warn)."""
+    if torch.compiler.is_compiling():
+        return _make_countdown(steps, dtype, device, dim)
+    return _cached_countdown(steps, dtype, device, dim)
 
 
 class _SpikeTimes(torch.autograd.Function):
@@ -166,9 +177,13 @@ def _check_labels(targets: Any, spk_rec: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"targets must have shape [B] = [{batch}], got {tuple(targets.shape)}")
     if targets.device != spk_rec.device:
         raise ValueError(f"targets is on {targets.device} but spk_rec on {spk_rec.device}")
-    low, high = torch.aminmax(targets) if batch else (torch.zeros(()), torch.zeros(()))
-    if low.item() < 0 or high.item() >= outputs:
-        raise ValueError(f"targets must be class indices in [0, {outputs - 1}]")
+    message = f"targets must be class indices in [0, {outputs - 1}]"
+    if torch.compiler.is_compiling():  # a check on the device: no host sync, no graph break
+        torch._assert_async(((targets >= 0) & (targets < outputs)).all(), message)
+    else:
+        low, high = torch.aminmax(targets) if batch else (torch.zeros(()), torch.zeros(()))
+        if low.item() < 0 or high.item() >= outputs:
+            raise ValueError(message)
     return targets.long()
 
 
@@ -336,19 +351,29 @@ class mse_temporal_loss:  # noqa: N801 - snntorch's name
         times = times.unsqueeze(-2) if tail == (outputs,) else times  # shared by the batch
         return torch.where(times < 0, times + steps, times), None
 
+    def _check_target_range(self, target: torch.Tensor, from_labels: bool, steps: int) -> None:
+        """Every target time in ``[0, T)``: label targets check the few on/off values in
+        Python; given times one reduction (read on the host in eager mode; a check on the
+        device while ``torch.compile`` traces, so that no step waits for the device)."""
+        rule = (f"target spike times must lie in [0, T) = [0, {steps}) after negative times "
+                "are read as T + value")
+        if from_labels:
+            times = _flat(self.on_target, self.off_target, steps)
+            lo, hi = min(times), max(times)
+        elif torch.compiler.is_compiling():
+            outside = ((target < 0) | (target >= steps)).any()  # NaN passes, as in eager
+            torch._assert_async(~outside, rule)
+            return
+        else:
+            lo, hi = map(float, torch.aminmax(target.detach()))
+        if lo < 0 or hi >= steps:
+            raise ValueError(f"{rule}; got [{lo:g}, {hi:g}] (from targets, on_target or "
+                             "off_target): a neuron can never spike there")
+
     def __call__(self, spk_rec: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         steps = _check_record(spk_rec).size(0)
         target, labels = self._target_times(spk_rec, targets)
-        # label targets: check the few on/off values in Python; given times: one reduction
-        lo, hi = ((min(_flat(self.on_target, self.off_target, steps)),
-                   max(_flat(self.on_target, self.off_target, steps)))
-                  if labels is not None else map(float, torch.aminmax(target.detach())))
-        if lo < 0 or hi >= steps:
-            raise ValueError(
-                f"target spike times must lie in [0, T) = [0, {steps}) after negative "
-                f"times are read as T + value; got [{lo:g}, {hi:g}] (from targets, on_target "
-                "or off_target): a neuron can never spike there"
-            )
+        self._check_target_range(target, labels is not None, steps)
         times = _SpikeTimes.apply(spk_rec, target.size(0) if self.multi_spike else None)
         target = target.expand_as(times)
         if self.tolerance > 0:  # within tolerance: no cost and (as in snntorch) no gradient
