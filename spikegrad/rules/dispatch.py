@@ -18,7 +18,12 @@ Two entry points read the same checks:
   CPU float32/float64 tensors when it is built, else the torch reference;
 * :func:`select` for spikingjelly nodes, driven by ``backend`` (``"torch" | "cupy" | "triton" |
   "auto"``, multi-step mode): ``"auto"`` takes Triton, then CuPy, where they can run, and
-  otherwise the node's own path (whose rule may still run the compiled CPU kernel: NA).
+  otherwise the node's own path (whose rule may still run the compiled CPU kernel: NA);
+* :func:`replay_choice` for NA's replay operator ``spikegrad::na_replay`` (the backward of a
+  torch-path window, and of each step of a per-step host loop: NALeaky, NALIFNode('s')): on
+  CUDA tensors the Triton replay kernel (:mod:`spikegrad.rules.triton_kernels.replay`) when it
+  can run, else the torch reference; on CPU the reference (the compiled kernel is its own
+  operator, picked by :func:`rule_implementation`). :func:`force_replay` overrides it.
 
 ``"auto"`` may fall back and records the reason (:class:`Choice`); an explicit request that
 cannot be honoured raises with the reason: ImportError for a missing package, RuntimeError for
@@ -29,11 +34,12 @@ imports neither CuPy nor Triton.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import importlib
 import importlib.util
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -43,7 +49,8 @@ from spikegrad._checks import check_choice
 
 __all__ = ["BACKENDS", "RULE_IMPLEMENTATIONS", "KERNEL_DTYPES", "CPP_DTYPES", "INSTALL_HINT",
            "Choice", "cupy_problem", "cuda_problem", "triton_problem", "cpp_problem",
-           "check_backend", "select", "rule_choice", "rule_implementation"]
+           "check_backend", "select", "rule_choice", "rule_implementation", "replay_problem",
+           "replay_choice", "replay_implementation", "force_replay"]
 
 #: spikingjelly nodes' ``backend`` values ("auto" and "triton" are spikegrad's own options)
 BACKENDS = ("torch", "cupy", "triton", "auto")
@@ -210,7 +217,9 @@ def _rule_pick(rule: str, requested: str, device: torch.device, dtype: torch.dty
     if requested == "cpp":
         return ("cpp", None, None) if cpp is None else ("torch", cpp[1], cpp[0])
     triton: tuple[type[Exception], str] | None = (
-        (ValueError, "the Triton kernels run whole sequences, not single steps")
+        (ValueError, "the Triton kernels run whole sequences, not single steps"
+         + ("; a step's backward replay runs the Triton replay kernel on CUDA where it can "
+            "(dispatch.replay_choice)" if rule == "na" else ""))
         if not sequence else triton_problem(device))
     if triton is None and dtype not in TRITON_DTYPES:
         triton = ValueError, f"dtype {dtype} has no Triton kernel (float32, float16, bfloat16)"
@@ -258,6 +267,76 @@ def rule_implementation(rule: str, requested: str, x: torch.Tensor, *,
             and not torch.compiler.is_compiling()):
         _warn_cpp_fallback(reason)
     return impl
+
+
+# --- NA's replay operator -----------------------------------------------------------------------
+#: what ``spikegrad::na_replay`` runs when forced (:func:`force_replay`); module-wide, not per
+#: thread: autograd runs the backward of CUDA tensors on its own threads
+_REPLAY: dict[str, str | None] = {"forced": None}
+
+
+def replay_problem(device: torch.device | str, dtype: torch.dtype
+                   ) -> tuple[type[Exception], str] | None:
+    """``None`` if the Triton replay kernel runs tensors of ``device``/``dtype``, else
+    ``(exception type, message)``. CPU tensors run only in Triton's interpreter
+    (``TRITON_INTERPRET=1``, tests) and only when forced (:func:`force_replay`)."""
+    device = torch.device(device)
+    if device.type == "cpu":
+        if _triton_package_problem() is not None:
+            return ImportError, _triton_package_problem()
+        from spikegrad.rules.triton_kernels import spec
+
+        reason = spec.device_problem(device, dtype)
+        return None if reason is None else (ValueError, reason)
+    problem = triton_problem(device)
+    if problem is None and dtype not in TRITON_DTYPES:
+        problem = ValueError, f"dtype {dtype} has no Triton kernel (float32, float16, bfloat16)"
+    return problem
+
+
+def replay_choice(device: torch.device | str, dtype: torch.dtype) -> Choice:
+    """What ``spikegrad::na_replay`` runs for tensors on ``device`` of ``dtype``.
+
+    ``"triton"`` on CUDA tensors when the Triton replay kernel can run there, else ``"torch"``
+    (the reference; the reason says why on CUDA). On CPU ``"torch"``. Under
+    :func:`force_replay` the forced implementation.
+
+    Raises:
+        ValueError, RuntimeError, ImportError: ``"triton"`` is forced and cannot run here.
+    """
+    device = torch.device(device)
+    forced = _REPLAY["forced"]
+    if forced == "torch":
+        return Choice("torch")
+    if forced is None and device.type != "cuda":
+        return Choice("torch")
+    problem = replay_problem(device, dtype)
+    if problem is None:
+        return Choice("triton")
+    if forced == "triton":
+        raise problem[0](f"the Triton replay kernel was forced (dispatch.force_replay) but "
+                         f"cannot run here: {problem[1]}")
+    return Choice("torch", problem[1])
+
+
+def replay_implementation(x: torch.Tensor) -> str:
+    """:func:`replay_choice` for the tensor ``x``: the name only."""
+    return replay_choice(x.device, x.dtype).implementation
+
+
+@contextlib.contextmanager
+def force_replay(implementation: str | None) -> Iterator[None]:
+    """Within the block, ``spikegrad::na_replay`` runs ``implementation``: ``"torch"`` (the
+    reference, e.g. to compare on a GPU), ``"triton"`` (the kernel; on CPU tensors under
+    ``TRITON_INTERPRET=1`` too, for tests) or ``None`` (the default choice). Module-wide (not
+    per thread); blocks nest."""
+    check_choice("implementation", implementation, ("torch", "triton", None))
+    before = _REPLAY["forced"]
+    _REPLAY["forced"] = implementation
+    try:
+        yield
+    finally:
+        _REPLAY["forced"] = before
 
 
 @functools.cache

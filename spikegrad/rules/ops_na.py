@@ -7,7 +7,10 @@ Two implementations, one schema each, picked by :mod:`spikegrad.rules.dispatch`:
 * ``spikegrad::na_step`` / ``spikegrad::na_step_cpp``: one step,
   ``(c, u_prev, a_prev) -> (s, u, a)``;
 * ``spikegrad::na_replay`` / ``spikegrad::na_replay_cpp``: ``δ`` of the first ``neighbors``
-  steps of a window or of its suffix (the backward pass, whole-window or per step).
+  steps of a window or of its suffix (the backward pass, whole-window or per step); on CUDA
+  tensors ``spikegrad::na_replay`` runs the Triton replay kernel
+  (:mod:`spikegrad.rules.triton_kernels.replay`) where
+  :func:`spikegrad.rules.dispatch.replay_choice` says it can.
 
 The reference operators run :mod:`spikegrad.rules.na`'s torch code; the compiled ones are
 defined with ``TORCH_LIBRARY`` in ``csrc/na_cpu.cpp`` and exist once
@@ -90,9 +93,15 @@ def na_replay(c: torch.Tensor, u: torch.Tensor, a: torch.Tensor, e: torch.Tensor
               a_init: torch.Tensor | None, changed: torch.Tensor | None, neighbors: int,
               beta: float, threshold: float, tau_s: float | None, reset: str, distance: str,
               clamp: float) -> torch.Tensor:
-    """``δ[k] = ΔL[k] w(u[k])`` for ``k < neighbors``, torch reference."""
-    from spikegrad.rules import na
+    """``δ[k] = ΔL[k] w(u[k])`` for ``k < neighbors``: the torch reference, or on CUDA tensors
+    the Triton replay kernel where it can run (:func:`spikegrad.rules.dispatch.replay_choice`)."""
+    from spikegrad.rules import dispatch, na
 
+    if dispatch.replay_implementation(c) == "triton":
+        from spikegrad.rules.triton_kernels import replay
+
+        return replay.na_replay(c, u, a, e, a_init, changed, neighbors, beta, threshold, tau_s,
+                                reset, distance, clamp)
     cfg = _cfg(beta, threshold, tau_s, reset, distance, clamp)
     return na.reference_deltas(c, u, a, e, cfg, a_init=a_init, neighbors=neighbors,
                                changed=changed).contiguous()

@@ -23,13 +23,18 @@ one step ``[*]``; all differentiable through ``torch.library.triton_op`` operato
 * ``multistrength_sequence(z, v0, cfg) -> (theta, v)``: ``cfg`` a
   :class:`spikegrad.rules.multistrength.MultiStrength` (cap, ``detach_reset``); strengths and
   remainders; gradients to ``z``, ``v0``.
+* ``na_replay(c, u, a, e, a_init, changed, neighbors, beta, threshold, tau_s, reset,
+  distance, clamp) -> delta``: NA's neighbor replay with the arguments of the operator
+  ``spikegrad::na_replay`` (:mod:`.replay`, the operator ``spikegrad::triton_na_replay``;
+  not differentiable), which runs it on CUDA tensors (the per-step NA backward).
 * ``available(device=None, dtype=None) -> str | None``: ``None`` when the kernels can run
   (Triton present; a CUDA device, or CPU tensors under ``TRITON_INTERPRET=1``; a kernel
   dtype), else the reason. The entry points raise with that reason.
 
 Modules: :mod:`.spec` (no Triton), :mod:`.kernels_lif` and :mod:`.kernels_na` (the
 ``@triton.jit`` kernels), :mod:`.ops` (operator registration), :mod:`.functions`,
-:mod:`.check` (GPU-free checks: PTX for sm_90, ``torch.compile`` graphs). Importing
+:mod:`.replay` (NA's neighbor replay: kernel and operator), :mod:`.check` (GPU-free
+checks: PTX for sm_90, ``torch.compile`` graphs). Importing
 this package does not import Triton; the first entry-point call does (set ``TRITON_INTERPRET=1``
 before it to run the kernels on CPU tensors in Triton's interpreter, for tests).
 """
@@ -46,10 +51,10 @@ from spikegrad.rules.triton_kernels.spec import (
 )
 
 __all__ = ["available", "ResetTermSpec", "reset_term_spec", "reset_term_sequence",
-           "na_sequence", "bpsta_sequence", "multistrength_sequence"]
+           "na_sequence", "bpsta_sequence", "multistrength_sequence", "na_replay"]
 
 _ENTRY_POINTS = ("reset_term_sequence", "na_sequence", "bpsta_sequence",
-                 "multistrength_sequence")
+                 "multistrength_sequence", "na_replay")
 
 
 def __getattr__(name: str) -> Any:
@@ -64,8 +69,8 @@ def __getattr__(name: str) -> Any:
     problem = triton_problem()
     if problem is not None:
         raise ImportError(f"spikegrad.rules.triton_kernels.{name}: {problem}")
-    from spikegrad.rules.triton_kernels import functions
+    from spikegrad.rules.triton_kernels import functions, replay
 
-    fn = getattr(functions, name)
+    fn = getattr(replay if name == "na_replay" else functions, name)
     globals()[name] = fn  # later lookups are plain attributes (and traceable by torch.compile)
     return fn
