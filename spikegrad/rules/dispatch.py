@@ -141,14 +141,9 @@ def cupy_problem(device: torch.device | int | None = None) -> tuple[type[Excepti
     device), else ``(exception type, message)``. The first call per device compiles and launches
     a tiny kernel (cached), so a CuPy that imports but cannot compile or launch is reported."""
     # the device first: installing CuPy would not help on a machine without a usable GPU
-    if not torch.cuda.is_available():
-        if torch.version.cuda is None:
-            return RuntimeError, ("no CUDA device: this torch is a CPU-only build "
-                                  "(torch.version.cuda is None); install a CUDA build of torch "
-                                  "to run the CuPy kernels")
-        return RuntimeError, ("no CUDA device: torch.cuda.is_available() is False (no visible "
-                              "GPU: check the driver and CUDA_VISIBLE_DEVICES), and the CuPy "
-                              "kernels run on CUDA tensors")
+    no_gpu = cuda_problem("the CuPy kernels")
+    if no_gpu is not None:
+        return RuntimeError, no_gpu
     cp = _import_cupy()
     if isinstance(cp, ModuleNotFoundError):
         return ImportError, f"cupy is not installed ({INSTALL_HINT})"
@@ -455,9 +450,11 @@ def select(backend: str, *, step_mode: str, kernel: Any = None, triton_kernel: A
             return Choice(name)
         problems.append(problem)
     on = f"the input is on {device}: "
+    labels = " and ".join(_LABELS[n] for n in names)
     if len(names) > 1 and all(p[1].startswith(on) for p in problems):  # one sentence
-        labels = " and ".join(_LABELS[n] for n in names)
         reason = f"{on}the {labels} kernels run on CUDA tensors"
+    elif len(names) > 1 and all(p[1].startswith("no CUDA device") for p in problems):
+        reason = cuda_problem(f"the {labels} kernels") or problems[0][1]
     else:
         reason = "; ".join(dict.fromkeys(p[1] for p in problems))
     if backend != "auto" and strict:

@@ -632,7 +632,9 @@ def cupy_and_gpu(monkeypatch):
 
 
 @pytest.mark.parametrize("cls", DEFAULTS)
-def test_backend_cupy_without_cupy_raises_import_error_naming_the_package(cls, no_cupy):
+def test_backend_cupy_without_cupy_raises_import_error_naming_the_package(cls, no_cupy,
+                                                                          monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU, but no CuPy
     hint = r"cupy is not installed \(pip install .spikegrad\[cupy\]. \(cupy-cuda13x"
     with pytest.raises(ImportError, match=hint):
         cls(step_mode="m", backend="cupy")
@@ -662,7 +664,11 @@ def test_auto_falls_back_to_torch_and_says_why(cls, no_cupy):
     ref = cls(step_mode="m", store_v_seq=True)
     node = cls(step_mode="m", store_v_seq=True, backend="auto")
     assert node.implementation == "torch"
-    assert "cupy is not installed (pip install 'spikegrad[cupy]'" in node.implementation_reason
+    if torch.cuda.is_available():  # a GPU without CuPy: the package is what is missing
+        assert "cupy is not installed (pip install 'spikegrad[cupy]'" in node.implementation_reason
+    else:  # no GPU: said once for both kernel families, before any package
+        assert node.implementation_reason.startswith("no CUDA device")
+        assert node.implementation_reason.count("no CUDA device") == 1
     assert torch.equal(node(x), ref(x)) and torch.equal(node.v_seq, ref.v_seq)
     own = na.choice(ref.rule, "cpu", x.dtype).implementation if cls is NALIFNode else "torch"
     assert ref.implementation == own and ref.implementation_reason is None  # NA: cpp when built
