@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                     with raw.open("a") as f:
                         f.write(json.dumps(row) + "\n")
                     print(row.get("line") or f"FAILED {key}: {row.get('error')}", flush=True)
-    text = [f"Machine: {_machine()}. Table written {started} (runs reused from {raw}).", "",
+    text = [f"Machine: {_machine()}. Table run started {started} (runs reused from {raw}).", "",
             *table(rows, args.seeds, budget), "", "Commands (run from the repository root; "
             "`nice -n 5` on a shared machine) and each run's result line:", ""]
     for host in HOSTS:
