@@ -6,7 +6,10 @@ epoch and the median forward / backward / optimiser time per step, peak GPU memo
 rate of every neuron layer and NeuroBench's effective synaptic operations (ACs for spike
 inputs, MACs for analog ones, per sample), which implementation ran and why. Speed mode times
 one neuron layer and a Linear + neuron training step per rule against the host's native LIF
-over T in {4, 8, 16, 32} and layer sizes up to the Open Neuromorphic workload (GPU only).
+over T in {4, 8, 16, 32} and layer sizes up to the Open Neuromorphic workload (GPU only), and
+the seed-002 tutorial network eager and under torch.compile. Gradient mode measures how well each
+rule's weight gradient agrees with an evolution-strategies estimate of the gradient of the
+Gaussian-smoothed loss (cosine with a bootstrap band, sign agreement, loss-drop ratio).
 
 Rules: ``baseline`` (the host's own LIF and surrogate), ``reset-term``, ``na``, ``bpsa-bpta``,
 ``ttfs``, ``multi-strength``; each trained by its paper's recipe (``--recipe paper``) or one
@@ -29,6 +32,7 @@ Examples::
     python benchmarks/compare.py --framework spikingjelly --epochs 3
     python benchmarks/compare.py --rules baseline na --recipe paper common --seed 0 1 2
     python benchmarks/compare.py --mode speed --device cuda
+    python benchmarks/compare.py --mode gradient                # about 8 min on 2 CPU cores
 """
 
 from __future__ import annotations
