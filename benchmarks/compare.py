@@ -32,7 +32,7 @@ Examples::
     python benchmarks/compare.py --framework spikingjelly --epochs 3
     python benchmarks/compare.py --rules baseline na --recipe paper common --seed 0 1 2
     python benchmarks/compare.py --mode speed --device cuda
-    python benchmarks/compare.py --mode gradient                # about 8 min on 2 CPU cores
+    python benchmarks/compare.py --mode gradient   # 20 min measured on a loaded 2-core machine
 """
 
 from __future__ import annotations
