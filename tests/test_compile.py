@@ -120,16 +120,8 @@ VARIANTS = {  # the other options and surrogates, on a shorter loop
 }
 # one inductor case per family (short: inductor compiles every step of the unrolled loop)
 INDUCTOR = ("ResetTermLeaky-trace", "HTDGLIFLeaky-paper", "MultiStrengthLeaky", "Leaky-ATan")
-# A neuron with extra state (a trace) records the mems it returned (id()/weakref, in
-# spikegrad/adapters/snntorch.py's forward): 6 graph breaks in this network until that
-# bookkeeping is skipped while tracing (pending an edit of that file).
-_PENDING = pytest.mark.xfail(strict=True, reason="adapter's id()/weakref bookkeeping on the "
-                             "traced path (spikegrad/adapters/snntorch.py)")
-
-
 def _cases(names):
-    return [pytest.param(n, marks=_PENDING) if n == "ResetTermLeaky-trace" else n
-            for n in names]
+    return list(names)
 
 
 def _check_tutorial(name, steps, backend):

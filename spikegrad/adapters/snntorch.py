@@ -164,7 +164,7 @@ class SpikegradLeaky(snn.Leaky):
                     "`mem` should not be passed as an argument while `init_hidden=True`"
                 )
             check_float_tensor("mem", mem)
-            if self._state_names and mem is not self.mem:
+            if self._state_names and mem is not self.mem and not torch.compiler.is_compiling():
                 self._check_not_shared(mem)
             at_rest = mem is self._rest
             self.mem = mem
@@ -186,7 +186,9 @@ class SpikegradLeaky(snn.Leaky):
                 setattr(self, name, torch.zeros_like(input_))
         out, self.mem = self._step(input_, self.mem)
         self._rest = None
-        if self._state_names and not self.init_hidden:
+        # The guard of _check_not_shared is eager-only: id()/weakref bookkeeping cannot be
+        # traced (torch.compile would break its graph at every step).
+        if self._state_names and not self.init_hidden and not torch.compiler.is_compiling():
             if len(self._returned) > 4096:  # drop the guards of tensors that no longer exist
                 self._returned = {k: r for k, r in self._returned.items() if r() is not None}
             self._returned[id(self.mem)] = weakref.ref(self.mem)
