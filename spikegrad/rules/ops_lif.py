@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from spikegrad.rules import _oplib
 from spikegrad.rules.surrogate import ATan, Sigmoid, Surrogate, heaviside
 
 __all__ = ["BODIES", "reset_term_sequence", "bpsta_sequence", "multistrength_sequence",
@@ -34,19 +35,7 @@ __all__ = ["BODIES", "reset_term_sequence", "bpsta_sequence", "multistrength_seq
 #: the torch bodies of the operators defined here, by operator name (plain functions: tests run
 #: them on ``meta`` tensors, where the dispatcher would call the fake implementations instead)
 BODIES: dict[str, Callable[..., Any]] = {}
-_DEFINITIONS: dict[str, Any] = {}
-
-
-def _op(name: str, schema: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` as the operator ``spikegrad::<name>`` (any device); return ``fn``."""
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        # the definition is kept: its Library deregisters the operator when collected
-        _DEFINITIONS[name] = torch.library.custom_op(f"spikegrad::{name}", fn, mutates_args=(),
-                                                     schema=schema)
-        BODIES[name] = fn
-        return fn
-
-    return register
+_op = _oplib.registrar(BODIES)
 
 
 #: the surrogates an operator can take, by name, and their one parameter

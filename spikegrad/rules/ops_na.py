@@ -27,24 +27,14 @@ from typing import Any
 
 import torch
 
+from spikegrad.rules import _oplib
+
 __all__ = ["BODIES", "FORWARD_SCHEMA", "STEP_SCHEMA", "REPLAY_SCHEMA", "errors", "register_cpp"]
 
 #: the torch bodies of the operators defined here, by operator name (plain functions: tests run
 #: them on ``meta`` tensors, where the dispatcher would call the fake implementations instead)
 BODIES: dict[str, Callable[..., Any]] = {}
-_DEFINITIONS: dict[str, Any] = {}
-
-
-def _op(name: str, schema: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register ``fn`` as the operator ``spikegrad::<name>`` (any device); return ``fn``."""
-    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
-        # the definition is kept: its Library deregisters the operator when collected
-        _DEFINITIONS[name] = torch.library.custom_op(f"spikegrad::{name}", fn, mutates_args=(),
-                                                     schema=schema)
-        BODIES[name] = fn
-        return fn
-
-    return register
+_op = _oplib.registrar(BODIES)
 
 
 _HYPER = "float beta, float threshold, float? tau_s, str reset"
