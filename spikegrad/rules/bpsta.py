@@ -43,7 +43,8 @@ import torch.nn.functional as F
 from spikegrad._checks import check_choice, check_float_tensor, check_number
 from spikegrad.rules import ops_lif
 
-__all__ = ["MODES", "HTDGLIF", "spike", "reset", "integrate", "step", "step_v", "forward"]
+__all__ = ["MODES", "HTDGLIF", "spike", "reset", "integrate", "step", "step_v", "operator_step",
+           "reference_step", "reference_step_v", "forward"]
 
 MODES = ("paper", "braincog")
 
@@ -97,11 +98,13 @@ class _BPSASpike(torch.autograd.Function):
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
         ctx.save_for_backward(inputs[0], output)
+        ctx.threshold = inputs[1]
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:  # type: ignore[override]
         h, o = ctx.saved_tensors
-        return grad * o / torch.where(o > 0, h, torch.ones_like(h)), None
+        # o/h where it fired (h >= θ > 0), else 0 (the clamp only moves where o = 0)
+        return grad * (o / h.clamp_min(ctx.threshold)), None
 
 
 class _BPTAReset(torch.autograd.Function):
@@ -109,7 +112,8 @@ class _BPTAReset(torch.autograd.Function):
 
     @staticmethod
     def forward(h: torch.Tensor, threshold: float, alpha: float) -> torch.Tensor:  # type: ignore[override]
-        return torch.where(h >= threshold, torch.zeros_like(h), h)
+        # where(h >= θ, 0, h) as arithmetic (a CPU torch.where is several times slower)
+        return h * (1.0 - (h >= threshold).to(h.dtype))
 
     @staticmethod
     def setup_context(ctx: Any, inputs: tuple[Any, ...], output: torch.Tensor) -> None:
@@ -120,9 +124,11 @@ class _BPTAReset(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
         (h,) = ctx.saved_tensors
-        fired = h >= ctx.threshold
-        local = torch.where(fired, ctx.alpha / torch.where(fired, h, torch.ones_like(h)), 1.0)
-        return grad * local.to(h.dtype), None, None
+        fired = (h >= ctx.threshold).to(h.dtype)
+        # α/h where it fired (h >= θ > 0), else 1; the clamp only moves the potentials that
+        # did not fire (multiplied by 0), so the division stays finite
+        local = torch.add(1.0 - fired, fired / h.clamp_min(ctx.threshold), alpha=ctx.alpha)
+        return grad * local, None, None
 
 
 def spike(h: torch.Tensor, cfg: HTDGLIF) -> torch.Tensor:
@@ -153,15 +159,58 @@ def step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step from the previous pre-reset potential (zeros at a window's start).
 
+    Eager, the step is written out (:func:`reference_step`: a few torch operations and the
+    rule's autograd functions, the fastest eager path); while ``torch.compile`` traces, it is
+    :func:`operator_step` (one opaque operator per step, so Inductor does not re-derive the
+    backward chain through time inside one kernel). Both give the same values and gradients
+    (tested).
+
     Returns:
         ``(o[t], h[t])``.
 
     Shape:
-        x, h_prev: any shape (the same); outputs: the same.
+        x, and the state: any shapes that broadcast; outputs: the broadcast shape.
     """
+    if torch.compiler.is_compiling():
+        return operator_step(x, h_prev, cfg)
+    return reference_step(x, h_prev, cfg)
+
+
+def operator_step(
+    x: torch.Tensor, h_prev: torch.Tensor, cfg: HTDGLIF
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step from the previous pre-reset potential (zeros at a window's start).
+
+    The reset of ``h_prev`` (BPTA) runs here; the step itself is the operator
+    ``spikegrad::bpsta_forward`` on a one-step sequence (its registered autograd is the
+    BPSA/BPTA recursion), so a compiled per-step loop sees one opaque node per step; same
+    values and gradients as :func:`reference_step`.
+
+    Returns:
+        ``(o[t], h[t])``.
+
+    Shape:
+        x, h_prev: any shapes that broadcast; outputs: the broadcast shape.
+    """
+    check_float_tensor("x", x)
+    o, _, h = _one_step(x, reset(h_prev, cfg), cfg)
+    return o, h
+
+
+def reference_step(
+    x: torch.Tensor, h_prev: torch.Tensor, cfg: HTDGLIF
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`step` written out with :func:`integrate`, :func:`reset` and :func:`spike` (the
+    eager path, and the reference the operators are tested against)."""
     check_float_tensor("x", x)
     h = integrate(reset(h_prev, cfg), x, cfg)
     return spike(h, cfg), h
+
+
+def _one_step(x: torch.Tensor, v_prev: torch.Tensor, cfg: HTDGLIF
+              ) -> tuple[torch.Tensor, ...]:
+    return ops_lif.one_step(ops_lif.bpsta_sequence, x, v_prev, cfg.mode, cfg.threshold,
+                            cfg.decay, cfg.alpha, cfg.dt)
 
 
 def forward(
@@ -187,10 +236,22 @@ def forward(
 def step_v(
     x: torch.Tensor, v_prev: torch.Tensor, cfg: HTDGLIF
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One step from the previous *post-reset* state (the state spikingjelly passes around).
+    """One step from the previous *post-reset* state (the state spikingjelly passes around);
+    written out eager, the operator while ``torch.compile`` traces, as :func:`step`.
 
     Returns:
         ``(o[t], h[t], v[t])``.
     """
+    check_float_tensor("x", x)
+    if not torch.compiler.is_compiling():
+        return reference_step_v(x, v_prev, cfg)
+    o, v, h = _one_step(x, v_prev, cfg)
+    return o, h, v
+
+
+def reference_step_v(
+    x: torch.Tensor, v_prev: torch.Tensor, cfg: HTDGLIF
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """:func:`step_v` written out (the eager path and the reference)."""
     h = integrate(v_prev, x, cfg)
     return spike(h, cfg), h, reset(h, cfg)

@@ -36,7 +36,8 @@ import torch
 from spikegrad._checks import check_float_tensor, check_number
 from spikegrad.rules import ops_lif
 
-__all__ = ["MultiStrength", "strength", "step", "forward"]
+__all__ = ["MultiStrength", "strength", "step", "operator_step", "reference_step",
+           "forward"]
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,49 @@ def step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step from the previous remainder ``v[t-1]`` (zeros at a window's start).
 
+    Eager, the step is written out (:func:`reference_step`: a few torch operations and the
+    rule's autograd functions, the fastest eager path); while ``torch.compile`` traces, it is
+    :func:`operator_step` (one opaque operator per step, so Inductor does not re-derive the
+    backward chain through time inside one kernel). Both give the same values and gradients
+    (tested).
+
     Returns:
         ``(θ[t], v[t])``: strength and remainder after subtraction.
 
     Shape:
-        z, v_prev: any shape (the same); outputs: the same.
+        z, and the state: any shapes that broadcast; outputs: the broadcast shape.
     """
+    if torch.compiler.is_compiling():
+        return operator_step(z, v_prev, cfg)
+    return reference_step(z, v_prev, cfg)
+
+
+def operator_step(
+    z: torch.Tensor, v_prev: torch.Tensor, cfg: MultiStrength
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One step from the previous remainder ``v[t-1]`` (zeros at a window's start).
+
+    Runs the operator ``spikegrad::multistrength_forward`` on a one-step sequence (its
+    registered autograd is the straight-through recursion), so a compiled per-step loop sees
+    one opaque node per step; same values and gradients as :func:`reference_step`.
+
+    Returns:
+        ``(θ[t], v[t])``: strength and remainder after subtraction.
+
+    Shape:
+        z, v_prev: any shapes that broadcast; outputs: the broadcast shape.
+    """
+    check_float_tensor("z", z)
+    theta, v, _ = ops_lif.one_step(ops_lif.multistrength_sequence, z, v_prev, cfg.threshold,
+                                   cfg.beta, cfg.max_strength, cfg.detach_reset)
+    return theta, v
+
+
+def reference_step(
+    z: torch.Tensor, v_prev: torch.Tensor, cfg: MultiStrength
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`step` written out in torch with :func:`strength`'s autograd function (the eager
+    path, and the reference the operators are tested against)."""
     check_float_tensor("z", z)
     h = v_prev + z if cfg.beta == 1.0 else cfg.beta * v_prev + z
     theta = strength(h, cfg)

@@ -29,7 +29,7 @@ import torch
 from spikegrad.rules import _oplib
 from spikegrad.rules.surrogate import ATan, Sigmoid, Surrogate, heaviside
 
-__all__ = ["BODIES", "reset_term_sequence", "bpsta_sequence", "multistrength_sequence",
+__all__ = ["BODIES", "one_step", "reset_term_sequence", "bpsta_sequence", "multistrength_sequence",
            "surrogate_args", "SURROGATES"]
 
 #: the torch bodies of the operators defined here, by operator name (plain functions: tests run
@@ -58,6 +58,24 @@ def _surrogate(name: str, param: float, inclusive: bool) -> Surrogate:
     return cls(**{field: param}, inclusive=inclusive)
 
 
+def one_step(sequence: Callable[..., tuple[torch.Tensor, ...]], x: torch.Tensor,
+             state: torch.Tensor, *args: Any) -> tuple[torch.Tensor, ...]:
+    """One step of a whole-sequence operator: ``sequence(x[None], state, *args)``'s outputs at
+    step 0 (the per-step functions the neurons call, as operators: opaque to Inductor, so a
+    compiled per-step loop keeps each step's fused backward instead of re-deriving the chain
+    through time inside one kernel). ``x`` and ``state`` are broadcast to one shape and
+    promoted to one dtype first (gradients sum back through both)."""
+    if x.shape != state.shape or x.dtype != state.dtype:
+        dtype = torch.promote_types(x.dtype, state.dtype)
+        x, state = (y.to(dtype) for y in torch.broadcast_tensors(x, state))
+    return tuple(y[0] for y in sequence(x.unsqueeze(0), state, *args))
+
+
+def _stack(steps: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(steps)``; one step is a view (no copy: the per-step calls of a neuron)."""
+    return steps[0].unsqueeze(0) if len(steps) == 1 else torch.stack(steps)
+
+
 def _step_of(v0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """``v0`` as one step of ``x`` (broadcast; its gradient sums back through ``expand``)."""
     return v0 if v0.shape == x.shape[1:] else v0.expand(x.shape[1:])
@@ -77,7 +95,7 @@ def _rt_forward_loop(c: torch.Tensor, v0: torch.Tensor, beta: float, threshold: 
         potentials.append(u)
     if not spikes:
         return torch.empty_like(c), torch.empty_like(c), torch.empty_like(c)
-    return torch.stack(spikes), torch.stack(states), torch.stack(potentials)
+    return _stack(spikes), _stack(states), _stack(potentials)
 
 
 def _rt_backward_loop(g_s: torch.Tensor | None, g_v: torch.Tensor | None, s: torch.Tensor,
@@ -210,9 +228,8 @@ def _bpsta_forward(x: torch.Tensor, v0: torch.Tensor, mode: str, threshold: floa
     for t in range(x.shape[0]):
         if mode == "paper":
             h = decay * v + torch.relu(x[t])
-            fired = h >= threshold
-            o = fired.to(h.dtype)
-            v = torch.where(fired, torch.zeros_like(h), h)
+            o = (h >= threshold).to(h.dtype)
+            v = h * (1.0 - o)
         else:
             h = v + dt * torch.relu(x[t])
             fired = (h >= threshold).to(h.dtype)
@@ -223,7 +240,7 @@ def _bpsta_forward(x: torch.Tensor, v0: torch.Tensor, mode: str, threshold: floa
         pots.append(h)
     if not outs:
         return torch.empty_like(x), torch.empty_like(x), torch.empty_like(x)
-    return torch.stack(outs), torch.stack(states), torch.stack(pots)
+    return _stack(outs), _stack(states), _stack(pots)
 
 
 @_op("bpsta_backward", (
@@ -237,16 +254,16 @@ def _bpsta_backward(g_o: torch.Tensor, g_v: torch.Tensor, g_h: torch.Tensor, x: 
     for t in range(h.shape[0] - 1, -1, -1):
         dv = g_v[t] + carry
         ht = h[t]
-        fired = ht >= threshold
+        f = (ht >= threshold).to(ht.dtype)
         if mode == "paper":
-            o = fired.to(ht.dtype)
-            safe = torch.where(fired, ht, torch.ones_like(ht))
-            local_v = torch.where(fired, alpha / safe, 1.0).to(ht.dtype)
-            dh = g_o[t] * o / safe + dv * local_v + g_h[t]
-            grad_x[t] = dh * (x[t] > 0).to(ht.dtype)
+            # 1/h where it fired (h >= threshold > 0), else 0: the clamp only moves the
+            # potentials that did not fire (multiplied by f = 0), so the division stays finite
+            inv = f / ht.clamp_min(threshold)
+            local_v = torch.add(1.0 - f, inv, alpha=alpha)  # α/h where it fired, else 1
+            dh = torch.addcmul(g_h[t], g_o[t], inv).addcmul_(dv, local_v)
+            grad_x[t] = torch.ops.aten.threshold_backward(dh, x[t], 0.0)  # relu's backward
             carry = decay * dh
         else:
-            f = fired.to(ht.dtype)
             dh = g_o[t] * f + dv * (((1.0 - f) + alpha * f) * dt) + g_h[t]
             grad_x[t] = dh * dt * (x[t] > 0).to(ht.dtype)
             carry = dh
@@ -319,7 +336,7 @@ def _multistrength_forward(z: torch.Tensor, v0: torch.Tensor, threshold: float, 
         pots.append(h)
     if not thetas:
         return torch.empty_like(z), torch.empty_like(z), torch.empty_like(z)
-    return torch.stack(thetas), torch.stack(rems), torch.stack(pots)
+    return _stack(thetas), _stack(rems), _stack(pots)
 
 
 @_op("multistrength_backward", (

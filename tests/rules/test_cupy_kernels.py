@@ -108,7 +108,7 @@ def test_bpsta_matches_reference(cfg, dtype, device):
     spec = kernels.bpsta_spec(cfg)
 
     def step(x, v, cfg_):
-        o, _, v = bpsta.step_v(x, v, cfg_)
+        o, _, v = bpsta.reference_step_v(x, v, cfg_)
         return o, v
 
     for i, shape in enumerate(SHAPES):
@@ -128,7 +128,7 @@ def test_multistrength_matches_reference(cfg, dtype, device):
     for i, shape in enumerate(SHAPES):
         z, v0, _ = inputs(shape, seed=30 + i, mean=0.6, std=1.2)
         compare(lambda z_, v_: functions.multistrength_sequence(z_, v_, spec),
-                 loop(multistrength.step, cfg),
+                 loop(multistrength.reference_step, cfg),
                  [z.requires_grad_(), v0.requires_grad_()], dtype, device, i)
 
 
@@ -214,7 +214,7 @@ def test_initial_states_broadcast_as_the_reference_or_raise(device):
              lambda c_, u_: na.NAFunction.apply(c_, NA_CFGS[2], None, u_, None),
              [c, v0.detach()], F32, device, 4)
     compare(lambda z_, v_: functions.multistrength_sequence(z_, v_, mss),
-             loop(multistrength.step, ms), [c, v0], F32, device, 4)
+             loop(multistrength.reference_step, ms), [c, v0], F32, device, 4)
     c = c.detach().to(device)
     with pytest.raises(ValueError, match=r"v0 has shape \(5,\), which does not broadcast .*5, 4"):
         functions.reset_term_sequence(c.transpose(1, 2), torch.zeros(5, device=device), None, rt)
@@ -264,7 +264,7 @@ def test_multistrength_window_ends_at_exactly_tau_times_d_plus_one(dtype, device
                                                 kernels.multistrength_spec(cfg))
     assert theta.tolist() == [[2.0, 2.0, 2.0, 0.0]]
     compare(lambda z_: functions.multistrength_sequence(z_, None, kernels.multistrength_spec(cfg)),
-             lambda z_: loop(multistrength.step, cfg)(z_, torch.zeros_like(z_[0])),
+             lambda z_: loop(multistrength.reference_step, cfg)(z_, torch.zeros_like(z_[0])),
              [z.requires_grad_()], dtype, device, 6)
     zk = z.detach().to(device, dtype).requires_grad_()
     (g,) = torch.autograd.grad(

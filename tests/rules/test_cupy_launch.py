@@ -126,10 +126,10 @@ def test_fake_cupy_launch_builds_once_per_device_and_passes_the_signature(fake_c
         compare(lambda c_: functions.na_sequence(c_, nas),
                  lambda c_: na.NAFunction.apply(c_, NA_CFGS[1], None), [c], F32, "cpu", 1)
         compare(lambda x_, v_: functions.bpsta_sequence(x_, v_, hts),
-                 loop(lambda x, v, cfg: bpsta.step_v(x, v, cfg)[::2], HT_CFGS[0]),
+                 loop(lambda x, v, cfg: bpsta.reference_step_v(x, v, cfg)[::2], HT_CFGS[0]),
                  [c, v0], F32, "cpu", 2)
         compare(lambda z_, v_: functions.multistrength_sequence(z_, v_, mss),
-                 loop(multistrength.step, MS_CFGS[3]), [c, v0], F32, "cpu", 3)
+                 loop(multistrength.reference_step, MS_CFGS[3]), [c, v0], F32, "cpu", 3)
     built = [call for call in fake.calls if call[0] == "get_function"]
     assert len(built) == 8 and len({b[1] for b in built}) == 8  # 4 rules x fwd/bwd, once each
     assert all(b[2] == 1 for b in built)  # compiled and loaded inside Device(1)

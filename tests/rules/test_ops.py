@@ -175,7 +175,7 @@ def test_bpsta_op_gradients_equal_step_autograd(cfg):
          for i in range(3)]
 
     def step(xt, v):
-        o, h, v_new = bpsta.step_v(xt, v, cfg)
+        o, h, v_new = bpsta.reference_step_v(xt, v, cfg)
         return o, v_new, h
 
     o_r, v_r, h_r = _loop(step, x, v0, 3)
@@ -201,7 +201,7 @@ def test_multistrength_op_gradients_equal_step_autograd(cfg):
     v0 = rand(B, N, seed=6, scale=0.4).requires_grad_()
     g = [torch.randn(9, B, N, dtype=torch.float64, generator=torch.Generator().manual_seed(i))
          for i in range(2)]
-    th_r, v_r = _loop(lambda zt, v: multistrength.step(zt, v, cfg), z, v0, 2)
+    th_r, v_r = _loop(lambda zt, v: multistrength.reference_step(zt, v, cfg), z, v0, 2)
     th, v = multistrength.forward(z, cfg, v0=v0)
     assert torch.equal(th, th_r) and torch.equal(v, v_r)
     assert float(th.detach().sum()) > 0
@@ -400,3 +400,109 @@ def test_operators_add_no_graph_break():
         explained = torch._dynamo.explain(fn)(x, v)
         assert explained.graph_break_count == 0, (rule, explained.break_reasons)
         assert explained.graph_count == 1
+
+
+# --- the per-step functions the neurons call are the operators -----------------------------------
+STEP_CASES = [
+    ("bpsta", bpsta.HTDGLIF()), ("bpsta", bpsta.HTDGLIF(decay=0.7, alpha=0.5)),
+    ("bpsta", bpsta.HTDGLIF(mode="braincog", dt=0.6, alpha=0.3)),
+    ("multistrength", multistrength.MultiStrength()),
+    ("multistrength", multistrength.MultiStrength(threshold=0.5, beta=0.9, max_strength=2)),
+    ("multistrength", multistrength.MultiStrength(threshold=0.7, max_strength=1,
+                                                  detach_reset=False)),
+]
+
+
+@pytest.mark.parametrize(("rule", "cfg"), STEP_CASES, ids=repr)
+def test_operator_step_equals_the_written_out_reference(rule, cfg, monkeypatch):
+    """``operator_step`` (the operator on a one-step sequence, what ``step`` runs while
+    torch.compile traces) == ``reference_step`` (``step`` eager: plain torch and
+    the rule's autograd functions) in a chained loop: values exactly, every gradient (input,
+    initial state) with random upstream gradients on both outputs of every step."""
+    mod = bpsta if rule == "bpsta" else multistrength
+    x = (rand(7, B, N, seed=11, scale=2.0) - 0.4).requires_grad_()
+    s0 = rand(B, N, seed=12, scale=0.6).requires_grad_()
+    gen = torch.Generator().manual_seed(13)
+    g = [torch.randn(7, B, N, dtype=torch.float64, generator=gen) for _ in range(2)]
+
+    def run(step):
+        outs, s = [], s0
+        for t in range(7):
+            o, s = step(x[t], s, cfg)
+            outs.append((o, s))
+        o, s = (torch.stack(y) for y in zip(*outs, strict=True))
+        loss = (o * g[0]).sum() + (s * g[1]).sum()
+        return (o, s, *torch.autograd.grad(loss, (x, s0)))
+
+    calls = []
+    sequence = getattr(ops_lif, f"{rule}_sequence")
+    monkeypatch.setattr(ops_lif, f"{rule}_sequence",
+                        lambda *a: calls.append(a[0].shape) or sequence(*a))
+    got = run(mod.operator_step)
+    assert calls == [torch.Size([1, B, N])] * 7, "one operator call per step"
+    ref = run(mod.reference_step)
+    assert torch.equal(got[0], ref[0]) and torch.equal(got[1], ref[1])
+    assert 0 < float((ref[0] > 0).double().mean()) < 1
+    for a, b in zip(got[2:], ref[2:], strict=True):
+        assert float(b.abs().max()) > 0
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize(("rule", "cfg"), STEP_CASES[::3], ids=repr)
+def test_step_broadcasts_and_promotes_the_state(rule, cfg):
+    """A state of another (broadcastable) shape or dtype: the same as the reference, and its
+    gradient sums back to its own shape."""
+    mod = bpsta if rule == "bpsta" else multistrength
+    x = (rand(B, N, seed=14, scale=2.0, dtype=torch.float32) - 0.4).requires_grad_()
+    s = rand(N, seed=15, scale=0.6).requires_grad_()  # float64, one row for the whole batch
+    got = mod.operator_step(x, s, cfg)
+    ref = mod.reference_step(x, s, cfg)
+    for a, b in zip(got, ref, strict=True):
+        assert a.dtype == b.dtype == torch.float64 and a.shape == b.shape == (B, N)
+        assert torch.equal(a, b)
+    g_got = torch.autograd.grad(sum(y.sum() for y in got), (x, s))
+    g_ref = torch.autograd.grad(sum(y.sum() for y in ref), (x, s))
+    for a, b in zip(g_got, g_ref, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+    assert g_got[1].shape == (N,)
+
+
+@pytest.mark.parametrize(("fn", "cfg"), [
+    ("bpsta.step", bpsta.HTDGLIF()), ("bpsta.step_v", bpsta.HTDGLIF(decay=0.7, alpha=0.5)),
+    ("bpsta.step_v", bpsta.HTDGLIF(mode="braincog", dt=0.6, alpha=0.3)),
+    ("multistrength.step", multistrength.MultiStrength(threshold=0.5, beta=0.9, max_strength=2)),
+], ids=lambda v: v if isinstance(v, str) else "")
+def test_compiled_steps_trace_the_operator_and_equal_eager(fn, cfg):
+    """While torch.compile traces, the per-step functions are the operator (seen in the graph:
+    opaque to Inductor) and give eager's values and gradients over a chained loop."""
+    mod_name, name = fn.split(".")
+    step = getattr(bpsta if mod_name == "bpsta" else multistrength, name)
+    graphs = []
+
+    def backend(gm, example_inputs):
+        graphs.append(gm)
+        return gm.forward
+
+    x = (rand(6, B, N, seed=21, scale=2.0) - 0.4).requires_grad_()
+    s0 = rand(B, N, seed=22, scale=0.6).requires_grad_()
+    g = torch.randn(6, B, N, dtype=torch.float64, generator=torch.Generator().manual_seed(23))
+
+    def loop(x, s0):
+        outs, s = [], s0
+        for t in range(x.shape[0]):
+            res = step(x[t], s, cfg)
+            s = res[-1]
+            outs.append(res[0] + 0.5 * res[1])
+        return torch.stack(outs)
+
+    torch._dynamo.reset()
+    compiled = torch.compile(loop, backend=backend, fullgraph=True)
+    got = compiled(x, s0)
+    ref = loop(x, s0)
+    assert torch.equal(got, ref)
+    targets = {str(n.target) for gm in graphs for n in gm.graph.nodes}
+    op = "spikegrad.bpsta_forward" if mod_name == "bpsta" else "spikegrad.multistrength_forward"
+    assert any(op in t for t in targets), targets
+    for a, b in zip(torch.autograd.grad((got * g).sum(), (x, s0)),
+                    torch.autograd.grad((ref * g).sum(), (x, s0)), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
