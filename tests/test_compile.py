@@ -29,7 +29,9 @@ snn = pytest.importorskip("snntorch")
 pytest.importorskip("spikingjelly.activation_based.functional")
 sj_neuron = pytest.importorskip("spikingjelly.activation_based.neuron")
 
-from spikegrad.adapters.spikingjelly import reset_net  # noqa: E402
+from spikegrad.adapters import na_window  # noqa: E402
+from spikegrad.adapters.snntorch import SpikegradLeaky  # noqa: E402
+from spikegrad.adapters.spikingjelly import SpikegradNode, reset_net  # noqa: E402
 from spikegrad.neurons import (  # noqa: E402
     HTDGLIFLeaky,
     HTDGLIFNode,
@@ -312,3 +314,59 @@ def test_naleaky_sequence(tau_s, backend):
     x = _input((5, B, N_IN), 2.0)
     out, _ = check_compiles(net, (x,), [x, net.fc.weight], backend=backend)
     assert out.abs().sum() > 0
+
+
+# --- NA's per-step loop: one eager call per step, counted, equal to eager -------------------------
+def _na_per_step(host):
+    if host == "snntorch":
+        return TutorialNet(lambda: NALeaky(beta=0.8, tau_s=2.0), num_inputs=N_IN,
+                           num_hidden=HIDDEN, num_outputs=N_OUT, num_steps=6)
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = nn.Linear(N_IN, HIDDEN), nn.Linear(HIDDEN, N_OUT)
+            self.lif1, self.lif2 = NALIFNode(tau_s=2.0), NALIFNode(tau_s=2.0)
+
+        def forward(self, x):
+            return torch.stack([self.lif2(self.fc2(self.lif1(self.fc1(x)))) for _ in range(6)])
+
+    return Net()
+
+
+@pytest.mark.parametrize("host", ["snntorch", "spikingjelly"])
+def test_na_per_step_loop_breaks_once_per_call_and_equals_eager(host):
+    """NALeaky's per-step loop and NALIFNode('s'): each NA call runs eagerly (graph breaks for
+    the documented reason only), outputs and gradients equal eager, and a second call of the
+    same shapes compiles nothing new (no recompiles)."""
+    torch.manual_seed(0)
+    net = _na_per_step(host).to(DTYPE).train()
+    with torch.no_grad():
+        net.fc2.weight.mul_(4.0)
+    x = _input((B, N_IN), 2.0)
+    wrt = [x, net.fc1.weight, net.fc2.weight]
+    reset = None  # the tutorial network starts from init_leaky() in its forward
+    if host == "spikingjelly":
+        def reset():
+            reset_net(net)
+
+    eager, g_eager, upstream = _forward_backward(net, (x,), wrt, reset=reset)
+    for fn in (SpikegradLeaky.forward, SpikegradNode.single_step_forward):
+        na_window.eager(fn)  # made by the first compiled call of a process (a break of its own)
+    counters = torch._dynamo.utils.counters
+    counters.clear()
+    compiled = torch.compile(net, backend="aot_eager")
+    out, g_out, _ = _forward_backward(compiled, (x,), wrt, upstream, reset)
+    breaks = counters["graph_break"]
+    # at most one per NA call (a break inside the loop makes dynamo run the loop's own frame
+    # eagerly and compile the layers it calls), and no other reason
+    assert 1 <= sum(breaks.values()) <= 2 * 6, breaks
+    assert all(na_window.COMPILE_NOTE in reason for reason in breaks), breaks
+    frames = counters["frames"]["ok"]
+    out2, g_out2, _ = _forward_backward(compiled, (x,), wrt, upstream, reset)
+    assert torch._dynamo.utils.counters["frames"]["ok"] == frames, "recompiled on a second call"
+    for got, g_got in ((out, g_out), (out2, g_out2)):
+        for a, b in zip(got, eager, strict=True):
+            torch.testing.assert_close(a, b, **TOL)
+        for a, b in zip(g_got, g_eager, strict=True):
+            torch.testing.assert_close(a, b, **TOL)
+    assert all(g.abs().sum() > 0 for g in g_eager)

@@ -28,13 +28,36 @@ stays flat over any number of training steps.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
 from spikegrad.rules import na
 
-__all__ = ["Window", "na_step"]
+__all__ = ["COMPILE_NOTE", "Window", "na_step", "eager"]
+
+#: why a per-step NA call is a graph break under torch.compile
+COMPILE_NOTE = (
+    "NA's per-step backward replays each neighbor over the rest of the window, which later "
+    "steps record: the window is a Python record filled during the forward, not a tensor an "
+    "operator can take, so each per-step NA call runs eagerly (one graph break per step; the "
+    "whole-window call, NALeaky.sequence or step_mode='m', compiles without breaks)"
+)
+
+
+_EAGER: dict[Callable[..., Any], Callable[..., Any]] = {}
+
+
+def eager(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` (a per-step NA method, unbound) run eagerly while ``torch.compile`` traces: one
+    graph break per call (:data:`COMPILE_NOTE`). Wrapped once per function, by the first
+    compiled call (wrapping needs the rest of torch._dynamo, which torch.compile imports: not
+    at import time); that first trace also breaks where the wrapper is made."""
+    wrapped = _EAGER.get(fn)
+    if wrapped is None:
+        wrapped = _EAGER[fn] = torch.compiler.disable(fn, reason=COMPILE_NOTE)
+    return wrapped
 
 
 def _shares(x: torch.Tensor, y: torch.Tensor) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_float_tensor
-from spikegrad.adapters.na_window import Window, na_step
+from spikegrad.adapters.na_window import Window, eager, na_step
 from spikegrad.adapters.snntorch import SpikegradLeaky
 from spikegrad.neurons.snntorch import _UNSUPPORTED, _UNUSED_SPIKE_GRAD, _exact, _host_flags
 from spikegrad.rules import dispatch, na
@@ -106,6 +106,16 @@ class NALeaky(SpikegradLeaky):
         self._add_state("trace")
         self._window: Window | None = None
         self._last_input: tuple[torch.device | str, torch.dtype] = ("cpu", torch.float32)
+
+    def forward(self, input_: torch.Tensor, mem: torch.Tensor | None = None):  # type: ignore[override]
+        """One time step (as ``snntorch.Leaky``); see the class docstring for the window.
+
+        While ``torch.compile`` traces, the step runs eagerly (one graph break per step, see
+        :data:`spikegrad.adapters.na_window.COMPILE_NOTE`); its values and gradients are eager's.
+        """
+        if torch.compiler.is_compiling():
+            return eager(SpikegradLeaky.forward)(self, input_, mem)
+        return super().forward(input_, mem)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         self._last_input = (input_.device, input_.dtype)

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_number
-from spikegrad.adapters.na_window import Window, na_step
+from spikegrad.adapters.na_window import Window, eager, na_step
 from spikegrad.adapters.silence import BPSA_FIX, SilenceWatch
 from spikegrad.adapters.spikingjelly import SpikegradNode, check_tau
 from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate
@@ -201,6 +201,13 @@ class NALIFNode(SpikegradNode):
 
     def _post_reset(self, u: torch.Tensor) -> torch.Tensor:
         return self.rule.after_reset(u, u > self.rule.threshold)
+
+    def single_step_forward(self, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        """One step; eager while ``torch.compile`` traces (one graph break per step: see
+        :data:`spikegrad.adapters.na_window.COMPILE_NOTE`)."""
+        if torch.compiler.is_compiling():
+            return eager(SpikegradNode.single_step_forward)(self, x)
+        return super().single_step_forward(x)
 
     def _step(self, x, v, u, trace):  # noqa: ANN001, ANN202
         x = self._input(x)
