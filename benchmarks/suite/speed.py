@@ -15,6 +15,9 @@ step; forward and backward as above, the optimiser step counted in backward.
 per-step loop in snntorch, step mode ``"m"`` in spikingjelly) at ``T = 25``, batch 128, forward
 + loss + backward, eager and under ``torch.compile`` (compiled once before timing; the compile
 time is not counted). Each neuron is compared with the host's own LIF in the same mode.
+``tutorial-neuron`` / ``tutorial-neuron-compiled``: its hidden layer's neuron alone (1000
+neurons, batch 128, ``T = 25``, timed as ``layer``), eager and compiled: where the neuron's own
+cost shows (the network's time is mostly its two matrix products).
 
 Sizes: the Open Neuromorphic workload (Linear + LIF, batch 16, ``T = 500``, 16 384 neurons)
 runs only on a GPU; on the CPU, NA's ``T(T-1)/2`` replay makes it far too large, so CPU runs
@@ -42,7 +45,9 @@ CPU_SIZES = (1024, 4096)
 GPU_SIZES = (1024, 4096, 16384)
 BATCH = 16
 OPEN_NEUROMORPHIC = {"neurons": 16384, "batch": 16, "T": 500}
-TUTORIAL = {"arch": "tutorial-mlp", "batch": 128, "T": 25, "inputs": 784}
+TUTORIAL = {"arch": "tutorial-mlp", "batch": 128, "T": 25, "inputs": 784, "hidden": 1000}
+#: the tutorial set: the network, and its hidden neuron layer alone, each eager and compiled
+TUTORIAL_WHATS = ("tutorial", "tutorial-compiled", "tutorial-neuron", "tutorial-neuron-compiled")
 SETS = ("all", "layers", "tutorial")
 
 
@@ -74,9 +79,10 @@ def cases(frameworks: list[str], rules: list[str], device: str, quick: bool,
     if which in ("all", "tutorial") and not (quick and which == "all"):
         threads = torch.get_num_threads()
         for fw in frameworks:
-            for what in ("tutorial", "tutorial-compiled"):
+            for what in TUTORIAL_WHATS:
                 for rule in wanted:
-                    yield Case(fw, rule, what, TUTORIAL["inputs"], batch or TUTORIAL["batch"],
+                    size = TUTORIAL["hidden"] if "neuron" in what else TUTORIAL["inputs"]
+                    yield Case(fw, rule, what, size, batch or TUTORIAL["batch"],
                                (ts or (TUTORIAL["T"],))[0], device, threads)
     if which == "tutorial":
         return
@@ -122,13 +128,20 @@ def measure(case: Case, min_run_time: float) -> dict[str, Any]:
     grad = torch.randn(shape, generator=gen).to(device)
     torch.manual_seed(0)
     lif = make(case.framework, case.rule).to(device)
-    if case.what.startswith("tutorial"):
+    if case.what in ("tutorial", "tutorial-compiled"):
         return _tutorial(case, device, min_run_time)
-    if case.what == "layer":
+    if case.what in ("layer", "tutorial-neuron", "tutorial-neuron-compiled"):
         cur = (2.0 * x).requires_grad_()
 
+        def run(c: torch.Tensor) -> torch.Tensor:
+            return netlib.run_neuron(lif, c)
+
+        if case.what.endswith("-compiled"):
+            torch._dynamo.reset()
+            run = torch.compile(run)
+
         def forward() -> torch.Tensor:
-            return netlib.run_neuron(lif, cur)
+            return run(cur)
 
         def step() -> None:
             forward().backward(grad)
@@ -150,8 +163,10 @@ def measure(case: Case, min_run_time: float) -> dict[str, Any]:
             opt.zero_grad(set_to_none=True)
             forward().backward()
             opt.step()
-    for _ in range(2):
+    t0 = time.perf_counter()
+    for _ in range(2):  # a compiled case compiles on the first call
         step()
+    warm = time.perf_counter() - t0
     if device.type == "cuda":
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -162,7 +177,7 @@ def measure(case: Case, min_run_time: float) -> dict[str, Any]:
     t_all = _timed(step, min_run_time)
     impl, why = metrics.implementation([lif], device, torch.float32)
     return {"step_ms_forward": t_fwd, "step_ms_backward": max(t_all - t_fwd, 0.0),
-            "peak_mem_mb": peak, "impl": impl, "impl_reason": why,
+            "peak_mem_mb": peak, "impl": impl, "impl_reason": why, "warm_up_s": warm,
             "neuron_class": type(lif).__name__}
 
 

@@ -398,13 +398,21 @@ def speed_tables(rows: list[dict[str, Any]], terminal: bool = False) -> list[Tab
                r.get("threads")): _step_ms(r)
               for r in speed if r["rule"] == "native" and r.get("status") == "ok"}
     peak = any(r.get("peak_mem_mb") is not None for r in speed)
+    # a compiled case's eager twin: the same rule and size, "-compiled" dropped from "what"
+    eager = {(r["framework"], r["rule"], r["what"], r["neurons"], r["batch"], r["T"],
+              r["device"], r.get("threads")): _step_ms(r)
+             for r in speed if r.get("status") == "ok" and not r["what"].endswith("-compiled")}
+    speedup = any(r["what"].endswith("-compiled") for r in speed)
     out: list[Table | str] = [
         f"Speed: {', '.join(shared)}; milliseconds per call (median); \"vs native\" is the "
-        "time over the host's own LIF at the same size (below 1: faster)."]
+        "time over the host's own LIF at the same size (below 1: faster)"
+        + ("; \"compile gain\" is a compiled case's eager time over its compiled time "
+           "(same rule and size; above 1: compiling pays)." if speedup else ".")]
     for fw in sorted({r["framework"] for r in speed}):
         table = Table(f"{fw} (speed)", [
             "what", "rule", "impl", *extra, "neurons", "T", "forward ms", "backward ms",
-            "total ms", "vs native", *(["peak MB"] if peak else [])], [])
+            "total ms", "vs native", *(["compile gain"] if speedup else []),
+            *(["peak MB"] if peak else [])], [])
         for r in sorted((r for r in speed if r["framework"] == fw),
                         key=lambda r: (r["what"], r["neurons"], r["T"], r["rule"] != "native",
                                        _order(r))):
@@ -423,9 +431,16 @@ def speed_tables(rows: list[dict[str, Any]], terminal: bool = False) -> list[Tab
                                r.get("threads")))
             total = _step_ms(r)
             ratio = None if base in (None, 0) or total is None else total / base
+            gain = None
+            if r["what"].endswith("-compiled") and total:
+                twin = eager.get((fw, r["rule"], r["what"].removesuffix("-compiled"),
+                                  r["neurons"], r["batch"], r["T"], r["device"],
+                                  r.get("threads")))
+                gain = None if twin is None else twin / total
             table.body.append(first + [
                 _f(r["step_ms_forward"], ".3f"), _f(r["step_ms_backward"], ".3f"),
                 _f(total, ".3f"), _f(ratio, ".2f") + ("x" if ratio is not None else ""),
+                *([_f(gain, ".2f") + ("x" if gain is not None else "")] if speedup else []),
                 *([_f(r["peak_mem_mb"], ".1f")] if peak else [])])
         out.append(table)
     return out

@@ -196,10 +196,15 @@ def test_speed_tutorial_network_cases():
     """The tutorial-network set: eager and compiled, every rule against the host's LIF, left out
     of --quick 'all' runs (compiling takes minutes on a CPU) and alone with 'tutorial'."""
     tut = list(speed.cases(["snntorch"], ["na"], "cpu", quick=False, which="tutorial"))
-    assert {(c.what, c.rule, c.T, c.batch) for c in tut} == {
-        (w, r, 25, 128) for w in ("tutorial", "tutorial-compiled") for r in ("native", "na")}
+    assert {(c.what, c.rule, c.T, c.batch, c.neurons) for c in tut} == {
+        (w, r, 25, 128, 1000 if "neuron" in w else 784)
+        for w in ("tutorial", "tutorial-compiled", "tutorial-neuron", "tutorial-neuron-compiled")
+        for r in ("native", "na")}
     quick = list(speed.cases(["snntorch"], ["na"], "cpu", quick=True, which="all"))
     assert quick and not any(c.what.startswith("tutorial") for c in quick)
     for fw in ("snntorch", "spikingjelly"):
         row = speed.measure(speed.Case(fw, "reset-term", "tutorial", 784, 2, 2, "cpu"), 0.01)
         assert row["step_ms_forward"] > 0 and row["neuron_class"].startswith("ResetTerm")
+        row = speed.measure(speed.Case(fw, "reset-term", "tutorial-neuron-compiled", 8, 2, 3,
+                                       "cpu"), 0.01)
+        assert row["step_ms_forward"] > 0 and row["warm_up_s"] > 0
