@@ -310,8 +310,10 @@ def deltas(
 ) -> torch.Tensor:
     """``δ[k] = ΔL[k] w(u[k])`` for ``k < neighbors`` given the errors ``e`` (steps 3-4).
 
-    Runs ``spikegrad::na_replay`` (torch: :func:`loss_change`) or ``spikegrad::na_replay_cpp``
-    (the compiled kernel), as :mod:`spikegrad.rules.dispatch` picks. ``changed`` (bool, like
+    Runs ``spikegrad::na_replay`` (torch: :func:`loss_change`; the Triton replay kernel on
+    CUDA tensors where it can run) or ``spikegrad::na_replay_cpp`` (the compiled kernel), as
+    :mod:`spikegrad.rules.dispatch` picks; ``cfg.implementation="torch"`` runs the torch
+    reference on every device (:func:`reference_deltas`). ``changed`` (bool, like
     ``c``) marks states set from outside; see :func:`loss_change`. The spikes ``s`` are
     ``u > ϑ`` by definition; the operators recompute them from ``u``.
 
@@ -321,6 +323,9 @@ def deltas(
     for name, x in (("c", c), ("u", u), ("s", s), ("a", a), ("e", e)):
         check_float_tensor(name, x, min_dim=1)
     K = c.shape[0] if neighbors is None else neighbors
+    if cfg.implementation == "torch":  # requested: the reference, also on CUDA tensors
+        return reference_deltas(c, u, a, e, cfg, a_init=_one_step(a_init, c), neighbors=K,
+                                changed=changed)
     impl = dispatch.rule_implementation("na", cfg.implementation, c, sequence=False)
     op = torch.ops.spikegrad.na_replay_cpp if impl == "cpp" else torch.ops.spikegrad.na_replay
     return op(c, u, a, e, _one_step(a_init, c), changed, K, *_hyper(cfg), cfg.distance,
@@ -401,8 +406,10 @@ def sequence(
 
         return triton_kernels.na_sequence(c, cfg, rescale, u_init, a_init)
     u_init, a_init = _one_step(u_init, c), _one_step(a_init, c)
-    if rescale is not None:
-        return _RescaledNA.apply(c, cfg, rescale, u_init, a_init, impl == "cpp")
+    if rescale is not None or cfg.implementation == "torch":
+        # explicit torch: the operator's registered backward would replay with the Triton
+        # kernel on CUDA tensors (dispatch.replay_choice); this node replays with the reference
+        return _WindowNA.apply(c, cfg, rescale, u_init, a_init, impl == "cpp")
     op = torch.ops.spikegrad.na_forward_cpp if impl == "cpp" else torch.ops.spikegrad.na_forward
     u, a = op(c, a_init, u_init, *_hyper(cfg), *_grad_hyper(cfg))
     return a, u
@@ -415,11 +422,13 @@ class NAFunction:
     apply = staticmethod(sequence)
 
 
-class _RescaledNA(torch.autograd.Function):
-    """The window with the authors' :class:`Rescale` on ``δ`` (before the ``u`` gradient)."""
+class _WindowNA(torch.autograd.Function):
+    """The window in an autograd node of its own: with the authors' :class:`Rescale` on ``δ``
+    (before the ``u`` gradient), or with the torch reference's replay on a GPU when
+    ``implementation="torch"`` was requested (the operator's backward would run Triton)."""
 
     @staticmethod
-    def forward(c: torch.Tensor, cfg: NA, rescale: Rescale,  # type: ignore[override]
+    def forward(c: torch.Tensor, cfg: NA, rescale: Rescale | None,  # type: ignore[override]
                 u_init: torch.Tensor | None, a_init: torch.Tensor | None, cpp: bool
                 ) -> tuple[torch.Tensor, torch.Tensor]:
         op = torch.ops.spikegrad.na_forward_cpp if cpp else torch.ops.spikegrad.na_forward
@@ -432,16 +441,23 @@ class _RescaledNA(torch.autograd.Function):
         a, u = output
         ctx.save_for_backward(c, u, a, a_init)
         ctx.cfg, ctx.rescale, ctx.cpp = cfg, rescale, cpp
-        rescale.begin()
+        if rescale is not None:
+            rescale.begin()
 
     @staticmethod
     def backward(ctx: Any, g_a: torch.Tensor, g_u: torch.Tensor):  # type: ignore[override]
         c, u, a, a_init = ctx.saved_tensors
         cfg = ctx.cfg
-        op = torch.ops.spikegrad.na_replay_cpp if ctx.cpp else torch.ops.spikegrad.na_replay
         e = ops_na.errors(g_a, cfg.tau_s, cfg.error)
-        delta = op(c, u, a, e, a_init, None, c.shape[0], *_hyper(cfg), cfg.distance, cfg.clamp)
-        return ctx.rescale(delta) + g_u, None, None, None, None, None
+        if cfg.implementation == "torch":
+            delta = reference_deltas(c, u, a, e, cfg, a_init=a_init)
+        else:
+            op = torch.ops.spikegrad.na_replay_cpp if ctx.cpp else torch.ops.spikegrad.na_replay
+            delta = op(c, u, a, e, a_init, None, c.shape[0], *_hyper(cfg), cfg.distance,
+                       cfg.clamp)
+        if ctx.rescale is not None:
+            delta = ctx.rescale(delta)
+        return delta if g_u is None else delta + g_u, None, None, None, None, None
 
 
 def least_squares(directions: torch.Tensor, finite_differences: torch.Tensor) -> torch.Tensor:

@@ -201,7 +201,9 @@ def _spy(monkeypatch) -> list[str]:
 def test_replay_operator_routes_when_forced(monkeypatch):
     """``spikegrad::na_replay`` itself runs the kernel under ``force_replay("triton")``."""
     launched = _spy(monkeypatch)
-    cfg = CFGS[2]
+    monkeypatch.setattr(dispatch, "cpp_problem",  # "auto" runs the torch operator then
+                        lambda *_: (RuntimeError, "disabled in this test"))
+    cfg = dataclasses.replace(CFGS[2], implementation="auto")
     c, u, a, e, a0, mask = (x if x is None else x.to(DEVICE)
                             for x in inputs(6, (2, 67), cfg, 4, changed=True, a_init=True))
     with dispatch.force_replay("torch"):
@@ -226,6 +228,10 @@ def test_per_step_loop_with_triton_replay_equals_window(monkeypatch, kw):
     from spikegrad.neurons.snntorch_na import NALeaky
 
     launched = _spy(monkeypatch)
+    # the torch operator spikegrad::na_replay (not the compiled CPU kernel, its own op): "auto"
+    # with the compiled kernel unavailable ("torch" would run the reference without the op)
+    monkeypatch.setattr(dispatch, "cpp_problem",
+                        lambda *_: (RuntimeError, "disabled in this test"))
     T, shape = 6, (2, 67)
     x = (torch.randn((T, *shape), generator=torch.Generator().manual_seed(11)) * 0.9 + 0.4
          ).to(DEVICE).requires_grad_()
@@ -234,8 +240,6 @@ def test_per_step_loop_with_triton_replay_equals_window(monkeypatch, kw):
 
     def loop(edit: bool):
         lif = NALeaky(0.8, **kw).to(DEVICE)
-        # the torch operator spikegrad::na_replay (not the compiled CPU kernel, its own op)
-        lif.rule = dataclasses.replace(lif.rule, implementation="torch")
         mem = lif.init_leaky()
         outs = []
         for t in range(T):
@@ -258,6 +262,50 @@ def test_per_step_loop_with_triton_replay_equals_window(monkeypatch, kw):
     torch.testing.assert_close(got, ref, **TOL[F32])
     torch.testing.assert_close(got_edit, ref_edit, **TOL[F32])
     assert not torch.equal(got_edit, got)
+
+
+def test_explicit_torch_implementation_never_runs_the_triton_replay(monkeypatch):
+    """``NA(implementation="torch")`` means the torch reference on every device: neither the
+    per-step window's backward nor a whole window's runs the Triton replay, even where
+    ``spikegrad::na_replay`` would (simulated by ``force_replay("triton")``); the gradients
+    are the reference's."""
+    pytest.importorskip("snntorch")
+    from spikegrad.neurons.snntorch_na import NALeaky
+
+    launched = _spy(monkeypatch)
+    T, shape = 5, (2, 67)
+    x = (torch.randn((T, *shape), generator=torch.Generator().manual_seed(21)) * 0.9 + 0.4
+         ).to(DEVICE).requires_grad_()
+    g_out = torch.randn((T, *shape), generator=torch.Generator().manual_seed(22)).to(DEVICE)
+    cfg = dataclasses.replace(NALeaky(0.8, tau_s=2.0).rule, implementation="torch")
+
+    def per_step():
+        lif = NALeaky(0.8, tau_s=2.0).to(DEVICE)
+        lif.rule = cfg
+        mem, outs = lif.init_leaky(), []
+        for t in range(T):
+            out, mem = lif(x[t], mem)
+            outs.append(out)
+        return torch.autograd.grad((torch.stack(outs) * g_out).sum(), x)[0]
+
+    def window():
+        out, _ = na.sequence(x, cfg)
+        return torch.autograd.grad((out * g_out).sum(), x)[0]
+
+    with dispatch.force_replay("triton"):
+        got_step, got_window = per_step(), window()
+        c, u, a, e, a0, _ = (y if y is None else y.to(DEVICE)
+                             for y in inputs(6, (2, 67), CFGS[2], 4, changed=False,
+                                             a_init=True))
+        torch.ops.spikegrad.na_replay(c, u, a, e, a0, None, 6, *na._hyper(CFGS[2]),
+                                      CFGS[2].distance, CFGS[2].clamp)
+    assert launched == ["triton_na_replay"], "only the direct operator call runs the kernel"
+    s, u_ref, a_ref = na.reference_forward(x.detach(), cfg)
+    e_ref = na.errors(g_out, cfg)
+    ref = na.reference_deltas(x.detach(), u_ref, a_ref, e_ref, cfg)
+    torch.testing.assert_close(got_window, ref, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(got_step, ref, rtol=1e-5, atol=1e-6)
+    assert float(ref.abs().max()) > 0
 
 
 # --- fresh processes ----------------------------------------------------------------------------
