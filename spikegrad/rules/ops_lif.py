@@ -244,30 +244,44 @@ def _bpsta_forward(x: torch.Tensor, v0: torch.Tensor, mode: str, threshold: floa
 
 
 @_op("bpsta_backward", (
-    f"(Tensor g_o, Tensor g_v, Tensor g_h, Tensor x, Tensor h, {_BPSTA_ARGS}) "
+    f"(Tensor g_o, Tensor? g_v, Tensor? g_h, Tensor x, Tensor h, {_BPSTA_ARGS}) "
     "-> (Tensor, Tensor)"))
-def _bpsta_backward(g_o: torch.Tensor, g_v: torch.Tensor, g_h: torch.Tensor, x: torch.Tensor,
-                    h: torch.Tensor, mode: str, threshold: float, decay: float, alpha: float,
-                    dt: float) -> tuple[torch.Tensor, torch.Tensor]:
-    grad_x = torch.empty_like(x)
-    carry = torch.zeros_like(h[0]) if h.shape[0] else h.new_zeros(h.shape[1:])
+def _bpsta_backward(g_o: torch.Tensor, g_v: torch.Tensor | None, g_h: torch.Tensor | None,
+                    x: torch.Tensor, h: torch.Tensor, mode: str, threshold: float, decay: float,
+                    alpha: float, dt: float) -> tuple[torch.Tensor, torch.Tensor]:
+    grads = []
+    carry = None  # dL/dv[t] from the future (None: zero, the terms it multiplies are skipped)
     for t in range(h.shape[0] - 1, -1, -1):
-        dv = g_v[t] + carry
+        dv = _plus(None if g_v is None else g_v[t], carry)
         ht = h[t]
         f = (ht >= threshold).to(ht.dtype)
         if mode == "paper":
             # 1/h where it fired (h >= threshold > 0), else 0: the clamp only moves the
             # potentials that did not fire (multiplied by f = 0), so the division stays finite
             inv = f / ht.clamp_min(threshold)
-            local_v = torch.add(1.0 - f, inv, alpha=alpha)  # α/h where it fired, else 1
-            dh = torch.addcmul(g_h[t], g_o[t], inv).addcmul_(dv, local_v)
-            grad_x[t] = torch.ops.aten.threshold_backward(dh, x[t], 0.0)  # relu's backward
+            dh = g_o[t] * inv if g_h is None else torch.addcmul(g_h[t], g_o[t], inv)
+            if dv is not None:
+                dh = dh.addcmul_(dv, torch.add(1.0 - f, inv, alpha=alpha))  # α/h if fired, else 1
+            grads.append(torch.ops.aten.threshold_backward(dh, x[t], 0.0))  # relu's backward
             carry = decay * dh
         else:
-            dh = g_o[t] * f + dv * (((1.0 - f) + alpha * f) * dt) + g_h[t]
-            grad_x[t] = dh * dt * (x[t] > 0).to(ht.dtype)
+            dh = g_o[t] * f
+            if dv is not None:
+                dh = dh + dv * (((1.0 - f) + alpha * f) * dt)
+            if g_h is not None:
+                dh = dh + g_h[t]
+            grads.append(dh * dt * (x[t] > 0).to(ht.dtype))
             carry = dh
-    return grad_x, carry
+    if not grads:
+        return torch.empty_like(x), x.new_zeros(x.shape[1:])
+    return _stack(grads[::-1]), carry
+
+
+def _plus(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """``a + b`` where ``None`` is zero (and stays ``None`` when both are)."""
+    if a is None:
+        return b
+    return a if b is None else a + b
 
 
 @torch.library.register_fake("spikegrad::bpsta_forward")
@@ -276,7 +290,7 @@ def _(x: torch.Tensor, v0: torch.Tensor, *_: Any) -> tuple[torch.Tensor, ...]:
 
 
 @torch.library.register_fake("spikegrad::bpsta_backward")
-def _(g_o: torch.Tensor, g_v: torch.Tensor, g_h: torch.Tensor, x: torch.Tensor,
+def _(g_o: torch.Tensor, g_v: torch.Tensor | None, g_h: torch.Tensor | None, x: torch.Tensor,
       h: torch.Tensor, *_: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.empty_like(x, memory_format=torch.contiguous_format), x.new_empty(x.shape[1:])
 
@@ -293,8 +307,7 @@ def _zeros_if_none(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
 def _bpsta_grad(ctx: Any, g_o: Any, g_v: Any, g_h: Any) -> tuple[Any, ...]:
     x, h = ctx.saved_tensors
     grad_x, grad_v0 = torch.ops.spikegrad.bpsta_backward(
-        _zeros_if_none(g_o, h), _zeros_if_none(g_v, h), _zeros_if_none(g_h, h), x, h,
-        *ctx.params)
+        _zeros_if_none(g_o, h), g_v, g_h, x, h, *ctx.params)
     return (grad_x, grad_v0) + (None,) * 5
 
 
@@ -340,23 +353,32 @@ def _multistrength_forward(z: torch.Tensor, v0: torch.Tensor, threshold: float, 
 
 
 @_op("multistrength_backward", (
-    f"(Tensor g_theta, Tensor g_v, Tensor g_h, Tensor h, {_MULTI_ARGS}) -> (Tensor, Tensor)"))
-def _multistrength_backward(g_theta: torch.Tensor, g_v: torch.Tensor, g_h: torch.Tensor,
-                            h: torch.Tensor, threshold: float, beta: float, max_strength: int,
-                            detach_reset: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    grad_z = torch.empty_like(h)
-    carry = h.new_zeros(h.shape[1:])
+    f"(Tensor g_theta, Tensor? g_v, Tensor? g_h, Tensor h, {_MULTI_ARGS}) -> (Tensor, Tensor)"))
+def _multistrength_backward(g_theta: torch.Tensor, g_v: torch.Tensor | None,
+                            g_h: torch.Tensor | None, h: torch.Tensor, threshold: float,
+                            beta: float, max_strength: int, detach_reset: bool
+                            ) -> tuple[torch.Tensor, torch.Tensor]:
+    grads = []
+    carry = None  # dL/dv[t] from the future (None: zero)
     for t in range(h.shape[0] - 1, -1, -1):
-        dv = g_v[t] + carry
+        dv = _plus(None if g_v is None else g_v[t], carry)
         window = h[t] >= 0
         if max_strength > 0:
             window = window & (h[t] < threshold * (max_strength + 1))
         w = window.to(h.dtype)
-        g_strength = g_theta[t] if detach_reset else g_theta[t] + dv * (-threshold)
-        dh = dv + g_strength * w / threshold + g_h[t]
-        grad_z[t] = dh
+        g_strength = g_theta[t] if detach_reset or dv is None else g_theta[t] + dv * (-threshold)
+        dh = g_strength * w / threshold
+        if dv is not None:
+            dh = dv + dh
+        if g_h is not None:
+            dh = dh + g_h[t]
+        grads.append(dh)
         carry = dh if beta == 1.0 else beta * dh
-    return grad_z, carry
+    if not grads:
+        return torch.empty_like(h), h.new_zeros(h.shape[1:])
+    if carry is grads[0]:  # beta == 1 and one step: the two outputs must not share memory
+        carry = carry.clone()
+    return _stack(grads[::-1]), carry
 
 
 @torch.library.register_fake("spikegrad::multistrength_forward")
@@ -365,8 +387,8 @@ def _(z: torch.Tensor, v0: torch.Tensor, *_: Any) -> tuple[torch.Tensor, ...]:
 
 
 @torch.library.register_fake("spikegrad::multistrength_backward")
-def _(g_theta: torch.Tensor, g_v: torch.Tensor, g_h: torch.Tensor, h: torch.Tensor, *_: Any
-      ) -> tuple[torch.Tensor, torch.Tensor]:
+def _(g_theta: torch.Tensor, g_v: torch.Tensor | None, g_h: torch.Tensor | None,
+      h: torch.Tensor, *_: Any) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.empty_like(h, memory_format=torch.contiguous_format), h.new_empty(h.shape[1:])
 
 
@@ -378,8 +400,7 @@ def _multi_setup(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
 def _multi_grad(ctx: Any, g_theta: Any, g_v: Any, g_h: Any) -> tuple[Any, ...]:
     (h,) = ctx.saved_tensors
     grad_z, grad_v0 = torch.ops.spikegrad.multistrength_backward(
-        _zeros_if_none(g_theta, h), _zeros_if_none(g_v, h), _zeros_if_none(g_h, h), h,
-        *ctx.params)
+        _zeros_if_none(g_theta, h), g_v, g_h, h, *ctx.params)
     return (grad_z, grad_v0) + (None,) * 4
 
 

@@ -97,10 +97,15 @@ def samples(dtype: torch.dtype, device: str = "cpu", grad: bool = True
         "bpsta_forward": [(x, v0, "paper", 0.5, 0.9, 0.2, 1.0),
                           (x, v0, "braincog", 0.5, 0.0, 0.2, 0.7)],
         "bpsta_backward": [(g[0], g[1], g[2], plain - 0.3, u, "paper", 0.5, 0.9, 0.2, 1.0),
-                           (g[0], g[1], g[2], plain - 0.3, u, "braincog", 0.5, 0.0, 0.2, 0.7)],
+                           (g[0], g[1], g[2], plain - 0.3, u, "braincog", 0.5, 0.0, 0.2, 0.7),
+                           (g[0], None, g[2], plain - 0.3, u, "paper", 0.5, 0.9, 0.2, 1.0),
+                           (g[0][:1], g[1][:1], None, plain[:1] - 0.3, u[:1], "braincog",
+                            0.5, 0.0, 0.2, 0.7)],
         "multistrength_forward": [(x, v0, 1.0, 1.0, 0, True), (x, v0, 0.5, 0.9, 2, False)],
         "multistrength_backward": [(g[0], g[1], g[2], u - 0.5, 1.0, 1.0, 0, True),
-                                   (g[0], g[1], g[2], u - 0.5, 0.5, 0.9, 2, False)],
+                                   (g[0], g[1], g[2], u - 0.5, 0.5, 0.9, 2, False),
+                                   (g[0], g[1], None, u - 0.5, 1.0, 1.0, 0, True),
+                                   (g[0][:1], None, g[2][:1], u[:1] - 0.5, 0.7, 1.0, 1, False)],
     }
     if CPP == "available":
         for name in ("na_forward", "na_step", "na_replay"):
