@@ -69,10 +69,16 @@ class _RegistryHandle(snn.Leaky):
 
     The host's registry code reads ``handle.mem`` (to detach it or build zeros) and assigns
     ``handle.mem = zeros`` (to reset it); both are forwarded to the neuron. It deliberately never
-    runs ``nn.Module.__init__``: it is a registry entry, not a module.
+    runs the host's ``__init__`` (which would register it and build buffers): it is a registry
+    entry, not a neuron. It does run ``nn.Module.__init__``, so that it is a well-formed (empty)
+    module: ``torch.compile`` treats every ``Leaky`` it meets in the registry as a module, and
+    ``snntorch.utils.reset(net)`` inside a compiled function failed on a handle without
+    ``_parameters`` (an internal dynamo error, for every network of the process, the host's own
+    neurons included, once any spikegrad neuron had been built).
     """
 
-    def __init__(self, owner: SpikegradLeaky) -> None:  # noqa: D107 - no super().__init__
+    def __init__(self, owner: SpikegradLeaky) -> None:  # noqa: D107 - not the host's __init__
+        nn.Module.__init__(self)
         object.__setattr__(self, "_owner", weakref.ref(owner))
 
     def alive(self) -> bool:
