@@ -159,8 +159,12 @@ class SpikegradNode(neuron.BaseNode):
         self._sg_backend = value
 
     def _choice(self, x: torch.Tensor | None = None, strict: bool = False) -> dispatch.Choice:
-        last = getattr(self, "_sg_input", None) or (None, None)
-        device, dtype = (x.device, x.dtype) if x is not None else last
+        # the last input is read only without x: under torch.compile every read is a guard, and
+        # a guard on it (None before the first call) recompiled the second multi-step call
+        if x is not None:
+            device, dtype = x.device, x.dtype
+        else:
+            device, dtype = getattr(self, "_sg_input", None) or (None, None)
         return self.dispatch_choice(device, dtype, strict=strict)
 
     def dispatch_choice(self, device: torch.device | str | None = None,
@@ -335,7 +339,18 @@ def reset_net(net: nn.Module) -> None:
     spikingjelly 2.x caches the list of resettable modules on the first ``reset_net(net)``; a
     module added to ``net`` afterwards is never reset. This drops that cache first (2.x), then
     resets every module of ``net`` (both lines).
+
+    While ``torch.compile`` traces, the modules of ``net`` are reset directly (every one with a
+    ``reset()``, as the host does) without touching the host's cache: that cache is one
+    module-level ``WeakKeyDictionary`` for every network of the process, so tracing it guarded
+    the compiled function on the position of ``net`` among all cached networks (another
+    network freed between two calls made it recompile).
     """
+    if torch.compiler.is_compiling():
+        for module in net.modules():
+            if callable(getattr(module, "reset", None)):
+                module.reset()
+        return
     invalidate = getattr(functional, "invalidate_reset_cache", None)
     if invalidate is not None:
         invalidate(net)
