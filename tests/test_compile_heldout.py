@@ -370,13 +370,22 @@ def test_snntorch_network_and_ttfs_loss_compiled_together(name):
     _fires(spk)
 
 
-@pytest.mark.parametrize("name", ["ResetTermLeaky", "HTDGLIFLeaky-paper"])
+_DYNAMIC_SURROGATE = pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
+    "torch 2.14 dynamo: torch.compile(dynamic=True) fails with 'lift_tracked_freevar_to_input "
+    "should not be called on root SubgraphTracer' for an autograd.Function whose backward reads "
+    "an unspecialized float, called in a time loop: spikegrad's surrogates per step (and the "
+    "host's own snn.Leaky with its atan, test_host_leaky_dynamic_true_fails_in_torch); "
+    "torch._dynamo.config.specialize_float = True avoids it"))
+
+
+@pytest.mark.parametrize("name", [pytest.param("ResetTermLeaky", marks=_DYNAMIC_SURROGATE),
+                                  "HTDGLIFLeaky-paper"])
 def test_snntorch_dynamic_true(name):
     """``torch.compile(dynamic=True)`` and two batch sizes: compiled equals eager. (Each new
     batch size still recompiles, as for ``snn.Leaky``: ``init_leaky()`` reads the stale
     ``mem`` buffer, whose shape dynamo keeps static.)
 
-    Fails for ``ResetTermLeaky`` (and every neuron calling a spikegrad surrogate per step,
+    Fails (xfail) for ``ResetTermLeaky`` (and every neuron calling a spikegrad surrogate per step,
     see ``test_spikingjelly_batch_sizes``) with torch 2.14's dynamo error
     "lift_tracked_freevar_to_input should not be called on root SubgraphTracer": under
     ``dynamic=True`` the surrogate's float constant (``Sigmoid.temperature``) is an
@@ -579,7 +588,8 @@ def test_spikingjelly_training_loop_of_a_fresh_model(name, mode):
 
 
 @pytest.mark.parametrize(("name", "mode", "dynamic"), [
-    ("ResetTermLIFNode", "s", None), ("ResetTermLIFNode", "s", True),
+    ("ResetTermLIFNode", "s", None),
+    pytest.param("ResetTermLIFNode", "s", True, marks=_DYNAMIC_SURROGATE),
     ("HTDGLIFNode-paper", "m", True)])
 def test_spikingjelly_batch_sizes(name, mode, dynamic):
     """Batch sizes 2, 3, 4, 2 (reset between calls): compiled equals eager; at most one
@@ -658,11 +668,11 @@ TTFS_INDUCTOR = ("ce-none", "mse-multi-spike-times")
 @pytest.mark.parametrize(("name", "backend"), [(n, "aot_eager") for n in TTFS]
                          + [(n, "inductor") for n in TTFS_INDUCTOR])
 def test_ttfs_losses(name, backend):
-    """Fails with inductor for ``multi_spike``: the backward of ``ttfs._SpikeTimes`` builds
+    """With inductor for ``multi_spike`` too: the backward of ``ttfs._SpikeTimes`` once built
     its ``shadowed`` mask by slice assignment of an int64 comparison into a bool tensor
     (``shadowed[:-1] = idx[:-1] == idx[1:]``), which torch 2.14's C++ codegen cannot compile
     ("operands to ?: have different types VecMask<long,2> and VecMask<float,1>"; a pure-torch
-    3-line repro fails the same way). Building it with ``torch.cat`` compiles."""
+    3-line repro fails the same way); it is built with ``torch.cat`` now."""
     fn, args = TTFS[name]
     out = check_compiles(_Loss(fn), args, [args[0]], backend=backend)
     assert all(torch.isfinite(o).all() for o in out)

@@ -120,8 +120,10 @@ class _SpikeTimes(torch.autograd.Function):
         if ctx.single:
             idx, grad = idx.unsqueeze(0), grad.unsqueeze(0)
         elif idx.size(0) > 1:  # equal slots (only T-1) of one neuron: the last one wins
-            shadowed = torch.zeros_like(idx, dtype=torch.bool)
-            shadowed[:-1] = idx[:-1] == idx[1:]
+            # built out of place: the slice assignment into a zeros tensor made Inductor's CPU
+            # code generator fail (mixed VecMask types) when this backward was compiled
+            shadowed = torch.cat([idx[:-1] == idx[1:],
+                                  torch.zeros_like(idx[:1], dtype=torch.bool)])
             grad = grad.masked_fill(shadowed, 0)
         return grad.new_zeros(ctx.shape).scatter_add_(0, idx, grad), None
 
