@@ -248,6 +248,15 @@ def cost(rows: list[dict[str, Any]], path: Path, epochs: int | None = None) -> P
     return path
 
 
+#: the speed plot's panel titles, by measurement ("what")
+SPEED_TITLES = {
+    "layer": "one neuron layer", "train-step": "Linear + neuron step",
+    "tutorial": "tutorial network, eager", "tutorial-compiled": "tutorial network, compiled",
+    "tutorial-neuron": "its hidden neuron, eager",
+    "tutorial-neuron-compiled": "its hidden neuron, compiled",
+}
+
+
 def speed(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """Per (framework, what) at the largest size: forward + backward time against T (top,
     log scale, in ms) and the time over the host's native LIF (bottom; below 1: faster)."""
@@ -292,8 +301,8 @@ def speed(rows: list[dict[str, Any]], path: Path) -> Path | None:
         top.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
         top.yaxis.set_major_formatter(ms)
         top.yaxis.set_minor_formatter(NullFormatter())
-        top.set_title(f"{fw}: {'one neuron layer' if what == 'layer' else 'Linear + neuron step'}"
-                      f"\n{n} neurons", fontsize=10)
+        size = "784-1000-10" if what in ("tutorial", "tutorial-compiled") else f"{n} neurons"
+        top.set_title(f"{fw}: {SPEED_TITLES.get(what, what)}\n{size}", fontsize=10)
         bottom.axhline(1.0, color="black", lw=0.8)
         bottom.set_xlabel("time steps T")
         if col == 0:
