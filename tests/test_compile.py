@@ -43,6 +43,7 @@ from spikegrad.neurons import (  # noqa: E402
     ResetTermLIFNode,
 )
 from spikegrad.rules import surrogate, ttfs  # noqa: E402
+from tests.compile_helpers import forward_backward  # noqa: E402
 from tests.neurons.tutorial_net import TutorialNet  # noqa: E402
 
 DTYPE = torch.float64
@@ -57,19 +58,6 @@ def _fresh_dynamo():
     torch._dynamo.reset()
 
 
-def _tuple(out):
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-
-def _forward_backward(fn, args, wrt, upstream=None, reset=None):
-    if reset is not None:
-        reset()
-    outs = _tuple(fn(*args))
-    if upstream is None:
-        gen = torch.Generator().manual_seed(1234)
-        upstream = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in outs]
-    grads = torch.autograd.grad(outs, wrt, upstream)
-    return [o.detach() for o in outs], grads, upstream
 
 
 def check_compiles(model, args, wrt, *, backend="aot_eager", reset=None):
@@ -81,12 +69,12 @@ def check_compiles(model, args, wrt, *, backend="aot_eager", reset=None):
     explained = torch._dynamo.explain(model)(*args)
     reasons = [str(r.reason).splitlines()[0] for r in explained.break_reasons]
     assert explained.graph_break_count == 0, reasons
-    eager, g_eager, upstream = _forward_backward(model, args, wrt, reset=reset)
+    eager, g_eager, upstream = forward_backward(model, args, wrt, reset=reset)
     torch._dynamo.reset()
     compiled = torch.compile(model, fullgraph=True, backend=backend)
-    out, g_out, _ = _forward_backward(compiled, args, wrt, upstream, reset)
+    out, g_out, _ = forward_backward(compiled, args, wrt, upstream, reset)
     # a second call runs the cached graph (from a reset state again)
-    out2, g_out2, _ = _forward_backward(compiled, args, wrt, upstream, reset)
+    out2, g_out2, _ = forward_backward(compiled, args, wrt, upstream, reset)
     for got in (out, out2):
         assert len(got) == len(eager)
         for a, b in zip(got, eager, strict=True):
@@ -349,20 +337,20 @@ def test_na_per_step_loop_breaks_once_per_call_and_equals_eager(host):
         def reset():
             reset_net(net)
 
-    eager, g_eager, upstream = _forward_backward(net, (x,), wrt, reset=reset)
+    eager, g_eager, upstream = forward_backward(net, (x,), wrt, reset=reset)
     for fn in (SpikegradLeaky.forward, SpikegradNode.single_step_forward):
         na_window.eager(fn)  # made by the first compiled call of a process (a break of its own)
     counters = torch._dynamo.utils.counters
     counters.clear()
     compiled = torch.compile(net, backend="aot_eager")
-    out, g_out, _ = _forward_backward(compiled, (x,), wrt, upstream, reset)
+    out, g_out, _ = forward_backward(compiled, (x,), wrt, upstream, reset)
     breaks = counters["graph_break"]
     # at most one per NA call (a break inside the loop makes dynamo run the loop's own frame
     # eagerly and compile the layers it calls), and no other reason
     assert 1 <= sum(breaks.values()) <= 2 * 6, breaks
     assert all(na_window.COMPILE_NOTE in reason for reason in breaks), breaks
     frames = counters["frames"]["ok"]
-    out2, g_out2, _ = _forward_backward(compiled, (x,), wrt, upstream, reset)
+    out2, g_out2, _ = forward_backward(compiled, (x,), wrt, upstream, reset)
     assert torch._dynamo.utils.counters["frames"]["ok"] == frames, "recompiled on a second call"
     for got, g_got in ((out, g_out), (out2, g_out2)):
         for a, b in zip(got, eager, strict=True):

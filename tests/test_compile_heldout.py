@@ -53,6 +53,7 @@ from spikegrad.neurons import (  # noqa: E402
     reset_states,
 )
 from spikegrad.rules import reset_term, surrogate, ttfs  # noqa: E402
+from tests.compile_helpers import forward_backward  # noqa: E402
 
 DTYPE = torch.float64
 TOL = {"rtol": 1e-10, "atol": 1e-12}
@@ -74,21 +75,6 @@ def _graphs() -> int:
     return torch._dynamo.utils.counters["stats"]["unique_graphs"]
 
 
-def _tuple(out):
-    return tuple(out) if isinstance(out, (tuple, list)) else (out,)
-
-
-def _forward_backward(fn, args, wrt, upstream=None, reset=None):
-    if reset is not None:
-        reset()
-    outs = _tuple(fn(*args))
-    if upstream is None:
-        gen = torch.Generator().manual_seed(1234)
-        upstream = [torch.randn(o.shape, generator=gen, dtype=o.dtype) for o in outs]
-    pairs = [(o, u) for o, u in zip(outs, upstream, strict=True) if o.requires_grad]
-    grads = (torch.autograd.grad([o for o, _ in pairs], wrt, [u for _, u in pairs])
-             if wrt else ())
-    return [o.detach() for o in outs], grads, upstream
 
 
 def _explain(model, *args) -> None:
@@ -105,12 +91,12 @@ def check_compiles(model, args, wrt, *, backend="aot_eager", reset=None, calls=3
     if reset is not None:
         reset()
     _explain(model, *args)
-    eager, g_eager, upstream = _forward_backward(model, args, wrt, reset=reset)
+    eager, g_eager, upstream = forward_backward(model, args, wrt, reset=reset)
     torch._dynamo.reset()
     torch._dynamo.utils.counters.clear()
     compiled = torch.compile(model, fullgraph=True, backend=backend, dynamic=dynamic)
     for _ in range(calls):
-        out, g_out, _ = _forward_backward(compiled, args, wrt, upstream, reset)
+        out, g_out, _ = forward_backward(compiled, args, wrt, upstream, reset)
         assert len(out) == len(eager)
         for a, b in zip(out, eager, strict=True):
             torch.testing.assert_close(a, b, **TOL)
@@ -397,8 +383,8 @@ def test_snntorch_dynamic_true(name):
     compiled = torch.compile(net, fullgraph=True, backend="aot_eager", dynamic=True)
     for batch in (3, 5):
         x = _input((T, batch, 6), seed=batch)
-        eager, g_eager, upstream = _forward_backward(net, (x,), [x, net.fc1.weight])
-        out, g_out, _ = _forward_backward(compiled, (x,), [x, net.fc1.weight], upstream)
+        eager, g_eager, upstream = forward_backward(net, (x,), [x, net.fc1.weight])
+        out, g_out, _ = forward_backward(compiled, (x,), [x, net.fc1.weight], upstream)
         for a, b in zip([*out, *g_out], [*eager, *g_eager], strict=True):
             torch.testing.assert_close(a, b, **TOL)
 
@@ -601,8 +587,8 @@ def test_spikingjelly_batch_sizes(name, mode, dynamic):
     for batch in (2, 3, 4, 2):
         x = _input((T, batch, 1, 8, 8), 3.0, seed=batch)
         wrt = [x, net[0].weight]
-        eager, g_eager, upstream = _forward_backward(model, (x,), wrt, reset=lambda: reset_net(net))
-        out, g_out, _ = _forward_backward(compiled, (x,), wrt, upstream,
+        eager, g_eager, upstream = forward_backward(model, (x,), wrt, reset=lambda: reset_net(net))
+        out, g_out, _ = forward_backward(compiled, (x,), wrt, upstream,
                                           reset=lambda: reset_net(net))
         for a, b in zip([*out, *g_out], [*eager, *g_eager], strict=True):
             torch.testing.assert_close(a, b, **TOL)

@@ -159,11 +159,8 @@ def step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step from the previous pre-reset potential (zeros at a window's start).
 
-    Eager, the step is written out (:func:`reference_step`: a few torch operations and the
-    rule's autograd functions, the fastest eager path); while ``torch.compile`` traces, it is
-    :func:`operator_step` (one opaque operator per step, so Inductor does not re-derive the
-    backward chain through time inside one kernel). Both give the same values and gradients
-    (tested).
+    :func:`operator_step` while ``torch.compile`` traces, :func:`reference_step` eagerly
+    (:func:`spikegrad.rules.ops_lif.step_path`).
 
     Returns:
         ``(o[t], h[t])``.
@@ -171,9 +168,7 @@ def step(
     Shape:
         x, and the state: any shapes that broadcast; outputs: the broadcast shape.
     """
-    if torch.compiler.is_compiling():
-        return operator_step(x, h_prev, cfg)
-    return reference_step(x, h_prev, cfg)
+    return ops_lif.step_path(operator_step, reference_step)(x, h_prev, cfg)
 
 
 def operator_step(
@@ -243,8 +238,11 @@ def step_v(
         ``(o[t], h[t], v[t])``.
     """
     check_float_tensor("x", x)
-    if not torch.compiler.is_compiling():
-        return reference_step_v(x, v_prev, cfg)
+    return ops_lif.step_path(_operator_step_v, reference_step_v)(x, v_prev, cfg)
+
+
+def _operator_step_v(x: torch.Tensor, v_prev: torch.Tensor, cfg: HTDGLIF
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     o, v, h = _one_step(x, v_prev, cfg)
     return o, h, v
 

@@ -100,11 +100,8 @@ def step(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """One step from the previous remainder ``v[t-1]`` (zeros at a window's start).
 
-    Eager, the step is written out (:func:`reference_step`: a few torch operations and the
-    rule's autograd functions, the fastest eager path); while ``torch.compile`` traces, it is
-    :func:`operator_step` (one opaque operator per step, so Inductor does not re-derive the
-    backward chain through time inside one kernel). Both give the same values and gradients
-    (tested).
+    :func:`operator_step` while ``torch.compile`` traces, :func:`reference_step` eagerly
+    (:func:`spikegrad.rules.ops_lif.step_path`).
 
     Returns:
         ``(θ[t], v[t])``: strength and remainder after subtraction.
@@ -112,9 +109,7 @@ def step(
     Shape:
         z, and the state: any shapes that broadcast; outputs: the broadcast shape.
     """
-    if torch.compiler.is_compiling():
-        return operator_step(z, v_prev, cfg)
-    return reference_step(z, v_prev, cfg)
+    return ops_lif.step_path(operator_step, reference_step)(z, v_prev, cfg)
 
 
 def operator_step(

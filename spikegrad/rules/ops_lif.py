@@ -29,8 +29,8 @@ import torch
 from spikegrad.rules import _oplib
 from spikegrad.rules.surrogate import ATan, Sigmoid, Surrogate, heaviside
 
-__all__ = ["BODIES", "one_step", "reset_term_sequence", "bpsta_sequence", "multistrength_sequence",
-           "surrogate_args", "SURROGATES"]
+__all__ = ["BODIES", "one_step", "step_path", "reset_term_sequence", "bpsta_sequence",
+           "multistrength_sequence", "surrogate_args", "SURROGATES"]
 
 #: the torch bodies of the operators defined here, by operator name (plain functions: tests run
 #: them on ``meta`` tensors, where the dispatcher would call the fake implementations instead)
@@ -74,6 +74,15 @@ def one_step(sequence: Callable[..., tuple[torch.Tensor, ...]], x: torch.Tensor,
 def _stack(steps: list[torch.Tensor]) -> torch.Tensor:
     """``torch.stack(steps)``; one step is a view (no copy: the per-step calls of a neuron)."""
     return steps[0].unsqueeze(0) if len(steps) == 1 else torch.stack(steps)
+
+
+def step_path(operator: Callable[..., Any], reference: Callable[..., Any]
+              ) -> Callable[..., Any]:
+    """The per-step function a rule runs now: ``operator`` (:func:`one_step` of its fused
+    operator) while ``torch.compile`` traces, ``reference`` (written out: a few torch
+    operations and the rule's autograd functions, fewer Python hops) eagerly. The two give the
+    same values and gradients (tests/rules/test_ops.py)."""
+    return operator if torch.compiler.is_compiling() else reference
 
 
 def _step_of(v0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

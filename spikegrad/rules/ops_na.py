@@ -149,15 +149,6 @@ def _backward(replay: Any) -> Any:
     return backward
 
 
-torch.library.register_fake("spikegrad::na_forward", _fake_forward)
-torch.library.register_fake("spikegrad::na_step", _fake_step)
-torch.library.register_fake("spikegrad::na_replay", _fake_replay)
-torch.library.register_autograd("spikegrad::na_forward",
-                                _backward(torch.ops.spikegrad.na_replay),
-                                setup_context=_setup_context)
-
-
-
 def _setup_nondifferentiable(ctx: Any, inputs: tuple[Any, ...], output: Any) -> None:
     outs = output if isinstance(output, tuple) else (output,)
     ctx.mark_non_differentiable(*outs)
@@ -168,9 +159,24 @@ def _no_gradient(ctx: Any, *grads: Any) -> tuple[None, ...]:
     return (None,) * ctx.n_inputs
 
 
-for _name in ("na_step", "na_replay"):  # the window defines their gradients (na_window)
-    torch.library.register_autograd(f"spikegrad::{_name}", _no_gradient,
-                                    setup_context=_setup_nondifferentiable)
+def _register(suffix: str) -> None:
+    """Fake implementations and autograd of ``na_forward``/``na_step``/``na_replay`` + ``suffix``
+    (``""``: the torch operators; ``"_cpp"``: the compiled ones). The window's gradient is
+    the replay of the same family; step and replay have none of their own (na_window defines
+    the per-step gradient)."""
+    for name, fake in (("na_forward", _fake_forward), ("na_step", _fake_step),
+                       ("na_replay", _fake_replay)):
+        torch.library.register_fake(f"spikegrad::{name}{suffix}", fake)
+    torch.library.register_autograd(
+        f"spikegrad::na_forward{suffix}",
+        _backward(getattr(torch.ops.spikegrad, f"na_replay{suffix}")),
+        setup_context=_setup_context)
+    for name in ("na_step", "na_replay"):
+        torch.library.register_autograd(f"spikegrad::{name}{suffix}", _no_gradient,
+                                        setup_context=_setup_nondifferentiable)
+
+
+_register("")
 
 _CPP: dict[str, bool] = {"registered": False}
 
@@ -180,13 +186,5 @@ def register_cpp() -> None:
     loaded by :func:`spikegrad.rules.na_cpu.load`; idempotent)."""
     if _CPP["registered"]:
         return
-    torch.library.register_fake("spikegrad::na_forward_cpp", _fake_forward)
-    torch.library.register_fake("spikegrad::na_step_cpp", _fake_step)
-    torch.library.register_fake("spikegrad::na_replay_cpp", _fake_replay)
-    torch.library.register_autograd("spikegrad::na_forward_cpp",
-                                    _backward(torch.ops.spikegrad.na_replay_cpp),
-                                    setup_context=_setup_context)
-    for name in ("na_step_cpp", "na_replay_cpp"):
-        torch.library.register_autograd(f"spikegrad::{name}", _no_gradient,
-                                        setup_context=_setup_nondifferentiable)
+    _register("_cpp")
     _CPP["registered"] = True
