@@ -50,7 +50,10 @@ class SilenceWatch:
         self._sum = s if self._sum is None else self._sum + s
 
     def boundary(self) -> None:
-        """A sequence ended (the neuron was reset): check an earlier one, start the next."""
+        """A sequence ended (the neuron was reset): check an earlier one, start the next (a
+        no-op while ``torch.compile`` traces: the check reads a sum on the host)."""
+        if torch.compiler.is_compiling():
+            return
         self._check()
         if not self.warned and self._sum is not None and self._pending is None:
             total = self._sum

@@ -196,10 +196,7 @@ class HTDGLIFLeaky(SpikegradLeaky):
         return out, mem
 
     def _on_reset(self) -> None:
-        # a layer silent through a whole training sequence warns (eager only: the watch reads
-        # a sum on the host, and it observes nothing while torch.compile traces)
-        if not torch.compiler.is_compiling():
-            self._silence.boundary()
+        self._silence.boundary()  # a layer silent through a whole training sequence warns
 
     def _on_load(self) -> None:
         decay = None if self.rule.mode == "braincog" else float(self.beta)

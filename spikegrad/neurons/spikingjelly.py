@@ -312,10 +312,7 @@ class HTDGLIFNode(SpikegradNode):
             self._silence.observe(out)
 
     def _on_reset(self) -> None:
-        # a layer silent through a whole training sequence warns (eager only: the watch reads
-        # a sum on the host, and it observes nothing while torch.compile traces)
-        if not torch.compiler.is_compiling():
-            self._silence.boundary()
+        self._silence.boundary()  # a layer silent through a whole training sequence warns
 
     def extra_repr(self) -> str:
         r = self.rule_cfg
