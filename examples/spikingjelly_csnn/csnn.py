@@ -4,8 +4,9 @@ The network of spikingjelly's ``activation_based/examples/conv_fashion_mnist.py`
 node-maxpool twice, then flatten, linear, node, linear, node; multi-step mode; the image repeated
 T = 4 times; output = the firing rate over T; loss = MSE of the rate to the one-hot label; Adam
 (lr 1e-3). Its host neuron is ``IFNode(surrogate_function=surrogate.ATan())``. The example's 128
-channels are slow on a small CPU: ``--channels`` (default 32) sets them. The rule scripts next to
-this file change only what their rule needs; run one with ``--help``.
+channels are slow on a small CPU: ``--channels`` (default 32) sets them. ``--swap hidden`` keeps
+the host's ``IFNode`` as the output node and swaps only the hidden ones (default ``all``). The
+rule scripts next to this file change only what their rule needs; run one with ``--help``.
 """
 
 from __future__ import annotations
@@ -67,15 +68,27 @@ def mse_rate_loss(out: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
 def _options(p) -> None:
     p.add_argument("--channels", type=int, default=32, help="the example uses 128")
+    p.add_argument("--swap", choices=("all", "hidden"), default="all",
+                   help="which nodes get the rule's neuron: all (default) or the hidden ones "
+                        "only (the output node stays the host's IFNode)")
+
+
+def _build(make_neuron: Callable[[bool], nn.Module], votes: int, args) -> CSNN:
+    if args.swap == "hidden":  # the last node stays spikingjelly's own
+        def make(output: bool) -> nn.Module:
+            return host_neuron(output, False) if output else make_neuron(output)
+        return CSNN(make, args.channels, 10 * votes)
+    return CSNN(make_neuron, args.channels, 10 * votes)
 
 
 HOST = common.Host(
     name="spikingjelly-csnn",
-    build=lambda make_neuron, votes, args: CSNN(make_neuron, args.channels, 10 * votes),
+    build=_build,
     loss=mse_rate_loss,
     predict=lambda out: out.mean(0).argmax(1),  # the highest firing rate
     image_shape=(1, 28, 28), T=4, batch_size=64, lr=1e-3,
-    options=_options, describe=lambda args: f", {args.channels} channels")
+    options=_options,
+    describe=lambda args: f", {args.channels} channels, swap {args.swap}")
 
 
 #: ``main = example(__name__, rule, neuron, ...)``: a rule script's ``main(argv=None)``, run at
