@@ -191,6 +191,10 @@ class SpikegradLeaky(snn.Leaky):
             if getattr(self, name).shape != input_.shape:
                 setattr(self, name, torch.zeros_like(input_))
         out, self.mem = self._step(input_, self.mem)
+        # the host's output scale (a parameter with learn_graded_spikes_factor=True), applied
+        # after the rule as the host does; always multiplied (x * 1.0 is exact): reading the
+        # factor on the host would synchronise a CUDA device and break torch.compile's graph
+        out = out * self.graded_spikes_factor
         self._rest = None
         # The guard of _check_not_shared is eager-only: id()/weakref bookkeeping cannot be
         # traced (torch.compile would break its graph at every step).

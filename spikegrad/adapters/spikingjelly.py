@@ -31,8 +31,10 @@ and can be read back from ``node.implementation`` (``"torch"``, ``"cpp"``, ``"tr
 
 from __future__ import annotations
 
+import functools
 import importlib.metadata
-from collections.abc import Iterable
+import inspect
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
@@ -80,7 +82,43 @@ def check_version(version: str | None = None) -> str:
 
 SPIKINGJELLY_VERSION = check_version()
 
-__all__ = ["SpikegradNode", "reset_net", "check_version", "SPIKINGJELLY_VERSION", "IS_SJ2"]
+__all__ = ["SpikegradNode", "reset_net", "check_version", "host_order", "refuse",
+           "SPIKINGJELLY_VERSION", "IS_SJ2"]
+
+
+def host_order(init: Callable[..., None]) -> Callable[..., None]:
+    """A node's ``__init__`` with the installed host's positional order.
+
+    Nodes write ``__init__`` in spikingjelly 2.x's order: the host's ``LIFNode``/``IFNode``
+    parameters positionally, ending ``..., step_mode, store_v_seq``, then spikegrad's own options
+    keyword-only, ``backend`` first (2.x has no ``backend``). 0.0.0.0.14 has ``backend``
+    positionally between ``step_mode`` and ``store_v_seq``; there the same ``__init__`` gets that
+    signature, so a positional call written for either line binds as the host's does.
+    """
+    if IS_SJ2:
+        return init
+    params = list(inspect.signature(init).parameters.values())
+    backend = next(p for p in params if p.name == "backend")
+    at = [p.name for p in params].index("store_v_seq")
+    params.remove(backend)
+    params.insert(at, backend.replace(kind=inspect.Parameter.POSITIONAL_OR_KEYWORD))
+    signature = inspect.Signature(params)
+
+    @functools.wraps(init)
+    def wrapper(self: Any, *args: Any, **kwargs: Any) -> None:
+        bound = signature.bind(self, *args, **kwargs).arguments
+        del bound["self"]
+        init(self, **bound)
+
+    wrapper.__signature__ = signature  # type: ignore[attr-defined]
+    return wrapper
+
+
+def refuse(node: str, name: str, value: Any, default: Any, reason: str) -> None:
+    """Raise ``ValueError`` if the host argument ``name`` is not at the only value the rule can
+    honour (the node keeps the host's parameter so that positional calls bind as the host's)."""
+    if value is not default and value != default:
+        raise ValueError(f"{node} does not support {name}={value!r} (only {default!r}): {reason}")
 
 
 def check_tau(tau: Any, name: str = "tau") -> float:
@@ -327,6 +365,22 @@ class SpikegradNode(neuron.BaseNode):
     def reset(self) -> None:
         super().reset()
         self._on_reset()
+
+    def detach(self) -> None:
+        """Cut every state from the graph of earlier steps (``functional.detach_net``:
+        truncated BPTT), in both step modes.
+
+        The host detaches its memories in place; after a multi-step call spikegrad's states are
+        views of the sequence outputs (``v_seq[-1]``), which torch cannot detach in place, so
+        each state is replaced by its detached tensor instead (same values, no graph).
+        """
+        for key, value in self._memories.items():
+            if isinstance(value, torch.Tensor):
+                self._memories[key] = value.detach()
+        self._on_detach()
+
+    def _on_detach(self) -> None:
+        """Hook for nodes that derive state from their memories (NA)."""
 
     if IS_SJ2:
         def extra_repr(self) -> str:

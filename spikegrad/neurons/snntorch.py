@@ -63,8 +63,10 @@ class ResetTermLeaky(SpikegradLeaky):
         reset_grad: ``"full"`` (the reset term) or ``"detach"``.
         reset_grad_scale: factor ``k`` on the reset path (``"full"`` only).
         tau_s: if set (``>= 1``), the first output is the PSP trace ``a`` instead of spikes.
-        Other arguments: as ``snntorch.Leaky``; ``surrogate_disable``, ``inhibition``,
-        ``state_quant`` and ``reset_delay=False`` raise.
+        Other arguments: as ``snntorch.Leaky`` (``surrogate_disable=True``: spikes without a
+        gradient, as the host; ``graded_spikes_factor``/``learn_graded_spikes_factor``: a
+        (learnable) scale of the output); ``inhibition``, ``state_quant`` and
+        ``reset_delay=False`` raise.
     """
 
     def __init__(
@@ -100,14 +102,16 @@ class ResetTermLeaky(SpikegradLeaky):
             )
         tau_s = _check_tau_s(tau_s)  # before the host registers this instance
         super().__init__(
-            beta, threshold, spike_grad or surrogate.Sigmoid(temperature=0.3), False,
-            init_hidden, False, learn_beta, learn_threshold, reset_mechanism, False, output,
-            graded_spikes_factor, learn_graded_spikes_factor, True,
+            beta, threshold, spike_grad or surrogate.Sigmoid(temperature=0.3),
+            surrogate_disable, init_hidden, False, learn_beta, learn_threshold, reset_mechanism,
+            False, output, graded_spikes_factor, learn_graded_spikes_factor, True,
         )
         self.reset_grad = reset_grad
         self.reset_grad_scale = 0.0 if reset_grad == "detach" else scale
         self.tau_s = tau_s
-        self._setup(_host_flags(surrogate_disable, inhibition, state_quant), reset_delay)
+        flags = _host_flags(False, inhibition, state_quant)
+        del flags["surrogate_disable"]  # the host's: spikes without a gradient (inference)
+        self._setup(flags, reset_delay)
         if self.tau_s is not None:
             self._add_state("trace")
 
@@ -117,9 +121,6 @@ class ResetTermLeaky(SpikegradLeaky):
             spike_fn=self.spike_grad, mechanism=self.reset_mechanism,
             reset_grad_scale=self.reset_grad_scale,
         )
-        # always, as the host does (x * 1.0 is exact); reading the factor on the host would
-        # synchronise a CUDA device and break torch.compile's graph at every step
-        spk = spk * self.graded_spikes_factor
         if self.tau_s is None:
             return spk, u
         self.trace = reset_term.trace_step(self.trace, spk, self.tau_s)
@@ -140,9 +141,10 @@ class HTDGLIFLeaky(SpikegradLeaky):
         alpha: BPTA residual (backward only).
         dt: braincog mode's step (``None`` means 1.0); must stay ``None`` in paper mode.
         warm_up: if ``True`` the output is ``relu(input_)`` and the state is left alone.
-        Other arguments: as ``snntorch.Leaky``; ``spike_grad``, ``learn_beta``,
-        ``learn_threshold``, ``graded_spikes_factor`` and the flags of the host that do not apply
-        raise at non-default values.
+        Other arguments: as ``snntorch.Leaky`` (``graded_spikes_factor`` /
+        ``learn_graded_spikes_factor``: a (learnable) scale of the output, after the rule);
+        ``spike_grad``, ``learn_beta``, ``learn_threshold`` and the flags of the host that do
+        not apply raise at non-default values.
     """
 
     def __init__(
@@ -171,7 +173,7 @@ class HTDGLIFLeaky(SpikegradLeaky):
         super().__init__(
             _exact(1.0 if rule.decay is None else rule.decay), _exact(rule.threshold),
             _UNUSED_SPIKE_GRAD, False, init_hidden, False, False, False, "zero", False, output,
-            1.0, False, True,
+            graded_spikes_factor, learn_graded_spikes_factor, True,
         )
         self.rule = rule
         self.warm_up = bool(warm_up)
@@ -181,8 +183,6 @@ class HTDGLIFLeaky(SpikegradLeaky):
             learn_beta=(learn_beta, False, _UNSUPPORTED),
             learn_threshold=(learn_threshold, False, _UNSUPPORTED),
             reset_mechanism=(reset_mechanism, "zero", "the HTDGLIF node resets to zero"),
-            graded_spikes_factor=(graded_spikes_factor, 1.0, _UNSUPPORTED),
-            learn_graded_spikes_factor=(learn_graded_spikes_factor, False, _UNSUPPORTED),
         )
         self._setup(flags, reset_delay)
         self._silence = SilenceWatch(type(self).__name__, BPSA_FIX)
@@ -220,8 +220,10 @@ class MultiStrengthLeaky(SpikegradLeaky):
         reset_mechanism: ``"subtract"`` only.
         max_strength: cap ``D`` on the strength (``None``: no cap).
         detach_reset: detach ``θ`` in the subtraction (default).
-        Other arguments: as ``snntorch.Leaky``; ``spike_grad``, ``learn_*``,
-        ``graded_spikes_factor`` and the host flags that do not apply raise at non-default values.
+        Other arguments: as ``snntorch.Leaky`` (``graded_spikes_factor`` /
+        ``learn_graded_spikes_factor``: a (learnable) scale of the strength output; ``mem`` is
+        unscaled); ``spike_grad``, ``learn_beta``, ``learn_threshold`` and the host flags that
+        do not apply raise at non-default values.
     """
 
     def __init__(
@@ -249,7 +251,8 @@ class MultiStrengthLeaky(SpikegradLeaky):
         )
         super().__init__(
             _exact(rule.beta), _exact(rule.threshold), _UNUSED_SPIKE_GRAD, False, init_hidden,
-            False, False, False, "subtract", False, output, 1.0, False, True,
+            False, False, False, "subtract", False, output, graded_spikes_factor,
+            learn_graded_spikes_factor, True,
         )
         self.rule = rule
         flags = _host_flags(surrogate_disable, inhibition, state_quant)
@@ -258,8 +261,6 @@ class MultiStrengthLeaky(SpikegradLeaky):
             learn_beta=(learn_beta, False, _UNSUPPORTED),
             learn_threshold=(learn_threshold, False, _UNSUPPORTED),
             reset_mechanism=(reset_mechanism, "subtract", "the reset subtracts τ·θ"),
-            graded_spikes_factor=(graded_spikes_factor, 1.0, "multiply the strength instead"),
-            learn_graded_spikes_factor=(learn_graded_spikes_factor, False, _UNSUPPORTED),
         )
         self._setup(flags, reset_delay)
 

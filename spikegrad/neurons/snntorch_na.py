@@ -53,9 +53,11 @@ class NALeaky(SpikegradLeaky):
         rescale: a :class:`spikegrad.rules.na.Rescale` shared by the NA layers of one network
             (the authors' per-layer rescale), or ``None``. It needs the whole window at once:
             use :meth:`sequence` (the per-step call raises when it would record).
-        Other arguments: as ``snntorch.Leaky``; ``spike_grad``, ``surrogate_disable``,
-        ``learn_beta``, ``learn_threshold``, ``inhibition``, ``state_quant``,
-        ``graded_spikes_factor`` and ``reset_delay=False`` raise at non-default values.
+        Other arguments: as ``snntorch.Leaky`` (``graded_spikes_factor`` /
+        ``learn_graded_spikes_factor``: a (learnable) scale of the output, after NA; NA's
+        gradient reaches the spikes or trace scaled by it); ``spike_grad``,
+        ``surrogate_disable``, ``learn_beta``, ``learn_threshold``, ``inhibition``,
+        ``state_quant`` and ``reset_delay=False`` raise at non-default values.
     """
 
     def __init__(
@@ -90,7 +92,8 @@ class NALeaky(SpikegradLeaky):
             )
         super().__init__(
             _exact(rule.beta), _exact(rule.threshold), _UNUSED_SPIKE_GRAD, False, init_hidden,
-            False, False, False, rule.reset, False, output, 1.0, False, True,
+            False, False, False, rule.reset, False, output, graded_spikes_factor,
+            learn_graded_spikes_factor, True,
         )
         self.rule = rule
         self.rescale = rescale
@@ -99,8 +102,6 @@ class NALeaky(SpikegradLeaky):
             spike_grad=(spike_grad, None, _NA_GRADIENT),
             learn_beta=(learn_beta, False, _UNSUPPORTED),
             learn_threshold=(learn_threshold, False, _UNSUPPORTED),
-            graded_spikes_factor=(graded_spikes_factor, 1.0, "NA replays binary spikes"),
-            learn_graded_spikes_factor=(learn_graded_spikes_factor, False, _UNSUPPORTED),
         )
         self._setup(flags, reset_delay)
         self._add_state("trace")
@@ -183,4 +184,4 @@ class NALeaky(SpikegradLeaky):
         self._zero_states(like=cur_seq[0])
         self.mem = u[-1].detach()
         self.trace = out[-1].detach()  # the trace; the spikes (the loop's a = s) if tau_s is None
-        return out, u
+        return out * self.graded_spikes_factor, u  # the host's output scale, as per step

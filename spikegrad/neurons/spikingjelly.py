@@ -22,14 +22,21 @@ import torch
 from spikegrad._checks import check_number
 from spikegrad.adapters.na_window import Window, eager, na_step
 from spikegrad.adapters.silence import BPSA_FIX, SilenceWatch
-from spikegrad.adapters.spikingjelly import SpikegradNode, check_tau
+from spikegrad.adapters.spikingjelly import SpikegradNode, check_tau, host_order, refuse
 from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate
 from spikegrad.rules.cupy_kernels import functions as fused
 from spikegrad.rules.cupy_kernels import kernels
 
 __all__ = ["ResetTermLIFNode", "NALIFNode", "HTDGLIFNode", "MultiStrengthIFNode"]
 
-_UNSET: Any = object()
+class _Unset:
+    """The default of an argument that must not be passed (its repr shows in signatures)."""
+
+    def __repr__(self) -> str:
+        return "<not given>"
+
+
+_UNSET: Any = _Unset()
 
 
 def _mechanism(v_reset: float | None, node: str) -> str:
@@ -71,10 +78,11 @@ class ResetTermLIFNode(SpikegradNode):
 
     _extra_states = ("trace",)
 
+    @host_order
     def __init__(
         self, tau: float = 2.0, decay_input: bool = False, v_threshold: float = 1.0,
         v_reset: float | None = 0.0, surrogate_function: Any = None, detach_reset: bool = False,
-        step_mode: str = "s", backend: str = "torch", store_v_seq: bool = False, *,
+        step_mode: str = "s", store_v_seq: bool = False, *, backend: str = "torch",
         reset_grad_scale: float = 1.0, tau_s: float | None = None,
     ) -> None:
         tau = check_tau(tau)
@@ -176,13 +184,20 @@ class NALIFNode(SpikegradNode):
 
     _extra_states = ("u", "trace")
 
+    @host_order
     def __init__(
         self, tau: float = 5.0, decay_input: bool = False, v_threshold: float = 1.0,
-        v_reset: float | None = 0.0, step_mode: str = "s", backend: str = "torch",
-        store_v_seq: bool = False, *, tau_s: float | None = None,
-        distance: str = "inverse_cube", clamp: float = 5.0, error: str = "accumulated",
-        rescale: na.Rescale | None = None,
+        v_reset: float | None = 0.0, surrogate_function: Any = None, detach_reset: bool = False,
+        step_mode: str = "s", store_v_seq: bool = False, *, backend: str = "torch",
+        tau_s: float | None = None, distance: str = "inverse_cube", clamp: float = 5.0,
+        error: str = "accumulated", rescale: na.Rescale | None = None,
     ) -> None:
+        name = type(self).__name__
+        refuse(name, "surrogate_function", surrogate_function, None,
+               "NA defines the gradient itself (the neighbors' replay), no surrogate")
+        refuse(name, "detach_reset", detach_reset, False,
+               "NA's replay re-simulates every neighbor through its resets; there is no reset "
+               "gradient path to detach")
         tau = check_tau(tau)
         v_threshold = check_number("v_threshold", v_threshold)  # named as the user passed it
         rule = na.NA(beta=1.0 - 1.0 / tau, threshold=v_threshold, tau_s=tau_s,
@@ -206,8 +221,13 @@ class NALIFNode(SpikegradNode):
         """One step; eager while ``torch.compile`` traces (one graph break per step: see
         :data:`spikegrad.adapters.na_window.COMPILE_NOTE`)."""
         if torch.compiler.is_compiling():
-            return eager(SpikegradNode.single_step_forward)(self, x)
-        return super().single_step_forward(x)
+            return eager(NALIFNode._stateful_step)(self, x)
+        return self._stateful_step(x)
+
+    def _stateful_step(self, x: torch.Tensor) -> torch.Tensor:
+        out = SpikegradNode.single_step_forward(self, x)
+        self._v_out = self.v  # derived from u (see _states); the functional path leaves it
+        return out
 
     def _step(self, x, v, u, trace):  # noqa: ANN001, ANN202
         x = self._input(x)
@@ -220,8 +240,7 @@ class NALIFNode(SpikegradNode):
                 self._window = Window(self.rule, trace)
             window = self._window
         out, u, trace = na_step(x, u, trace, self.rule, window)
-        self._v_out = self._post_reset(u).detach()
-        return out, self._v_out, u, trace
+        return out, self._post_reset(u).detach(), u, trace
 
     def _states(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         v = self.v
@@ -267,7 +286,7 @@ class NALIFNode(SpikegradNode):
     def _na_returns(self, out, u_seq):  # noqa: ANN001, ANN202
         # the kernels' u is float32 for float16 inputs: decide the spike on it, then round v
         v_seq = self._post_reset(u_seq.detach()).to(out.dtype)
-        last = out[-1].detach() if self.rule.tau_s is not None else torch.zeros_like(v_seq[-1])
+        last = out[-1].detach()  # the trace; the spikes (the per-step a = s) if tau_s is None
         self._window = None
         self._v_out = v_seq[-1]
         return out, v_seq, (self._v_out, u_seq[-1].detach(), last)
@@ -275,6 +294,10 @@ class NALIFNode(SpikegradNode):
     def _on_reset(self) -> None:
         self._window = None
         self._v_out = None
+
+    def _on_detach(self) -> None:
+        # v is derived from u; after detach_net the next step starts a new window (u has no graph)
+        self._v_out = self.v if isinstance(self.v, torch.Tensor) else None
 
 
 class HTDGLIFNode(SpikegradNode):
@@ -290,11 +313,19 @@ class HTDGLIFNode(SpikegradNode):
             nothing, so passing one raises).
     """
 
+    @host_order
     def __init__(
-        self, v_threshold: float = 0.5, decay: float | None = None, step_mode: str = "s",
-        backend: str = "torch", store_v_seq: bool = False, *, mode: str = "paper",
+        self, v_threshold: float = 0.5, v_reset: float | None = 0.0, surrogate_function: Any = None,
+        detach_reset: bool = False, step_mode: str = "s", store_v_seq: bool = False, *,
+        backend: str = "torch", decay: float | None = None, mode: str = "paper",
         alpha: float = 0.2, dt: float | None = None, warm_up: bool = False, tau: Any = _UNSET,
     ) -> None:
+        name = type(self).__name__
+        refuse(name, "v_reset", v_reset, 0.0, "the HTDGLIF node resets to zero")
+        refuse(name, "surrogate_function", surrogate_function, None,
+               "BPSA defines the spike gradient (1/h at spikes)")
+        refuse(name, "detach_reset", detach_reset, False,
+               "BPTA's residual sets the reset-path gradient: alpha=0.0 cuts it")
         if tau is not _UNSET:
             raise ValueError("HTDGLIFNode takes no tau (BrainCog's node ignores it); the paper "
                              "mode's leak is `decay` (0.9 by default), braincog mode has none")
@@ -359,10 +390,17 @@ class MultiStrengthIFNode(SpikegradNode):
         max_strength, detach_reset: as :class:`spikegrad.neurons.MultiStrengthLeaky`.
     """
 
+    @host_order
     def __init__(
-        self, v_threshold: float = 1.0, step_mode: str = "s", backend: str = "torch",
-        store_v_seq: bool = False, *, max_strength: int | None = None, detach_reset: bool = True,
+        self, v_threshold: float = 1.0, v_reset: float | None = None,
+        surrogate_function: Any = None, detach_reset: bool = True, step_mode: str = "s",
+        store_v_seq: bool = False, *, backend: str = "torch", max_strength: int | None = None,
     ) -> None:
+        name = type(self).__name__
+        refuse(name, "v_reset", v_reset, None,
+               "the reset subtracts τ·θ (a soft reset, spikingjelly's v_reset=None)")
+        refuse(name, "surrogate_function", surrogate_function, None,
+               "the strength uses a straight-through estimator")
         v_threshold = check_number("v_threshold", v_threshold)  # named as the user passed it
         rule = multistrength.MultiStrength(
             threshold=v_threshold, max_strength=max_strength, detach_reset=detach_reset)

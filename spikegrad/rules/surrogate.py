@@ -83,6 +83,18 @@ class Surrogate:
             if not isinstance(getattr(self, name), bool):
                 raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
 
+    def set_spiking_mode(self, spiking: bool) -> None:
+        """spikingjelly's surrogate interface: switch between spikes (``True``) and the smooth
+        primitive (``False``), as ``plot_surrogate_function`` and the host's tests do.
+
+        ``spiking`` is the one field that can change after construction (the host's interface
+        mutates it); equality and hashing follow the current value, so a cache keyed by a
+        surrogate never returns an entry made for the other mode.
+        """
+        if not isinstance(spiking, bool):
+            raise TypeError(f"spiking must be a bool, got {spiking!r}")
+        object.__setattr__(self, "spiking", spiking)
+
     def primitive(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
 

@@ -642,8 +642,6 @@ def test_whole_model_torch_save_and_deepcopy():
     (dict(surrogate_disable=True), "surrogate_disable"),
     (dict(inhibition=True), "inhibition"),
     (dict(state_quant=quant.state_quant(num_bits=8)), "state_quant"),
-    (dict(graded_spikes_factor=2.0), "graded_spikes_factor"),
-    (dict(learn_graded_spikes_factor=True), "learn_graded_spikes_factor"),
     (dict(reset_delay=False), "reset_delay"),
     (dict(distance="cube"), "distance"),
     (dict(error="global"), "error"),

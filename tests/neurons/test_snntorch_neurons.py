@@ -408,7 +408,6 @@ def test_htdglif_defaults():
     (dict(reset_mechanism="subtract"), "reset_mechanism"),
     (dict(learn_beta=True), "learn_beta"),
     (dict(learn_threshold=True), "learn_threshold"),
-    (dict(graded_spikes_factor=2.0), "graded_spikes_factor"),
 ])
 def test_htdglif_refuses(kwargs, flag):
     with pytest.raises(ValueError, match=flag):
@@ -485,7 +484,6 @@ def test_multistrength_conserves_charge():
     (dict(spike_grad=snn.surrogate.atan()), "spike_grad"),
     (dict(reset_mechanism="zero"), "reset_mechanism"),
     (dict(learn_beta=True), "learn_beta"),
-    (dict(graded_spikes_factor=2.0), "graded_spikes_factor"),
 ])
 def test_multistrength_refuses(kwargs, flag):
     with pytest.raises(ValueError, match=flag):
