@@ -1,0 +1,205 @@
+"""One full Fashion-MNIST epoch of every example (each rule swapped into each host), several
+seeds: the runner and the table of ``benchmarks/results/swap_learning_epoch.md``.
+
+Each run is the example script as a user runs it (``python examples/<host>/<rule>.py`` with
+``--train-images 60000 --test-images 10000``), in a fresh process, from a snapshot of a commit
+(``git archive``, so that edits in the checkout while the grid runs change nothing); its
+stdout/stderr go to ``<logs>/<name>.log`` and its result line to ``<logs>/runs.jsonl``. Runs
+already in that file are not run again, so the grid can be started in pieces and resumed.
+
+    # run a piece of the grid in the background (2 jobs at a time, 1 thread each)
+    OMP_NUM_THREADS=1 nohup nice -n 5 python benchmarks/swap_epoch.py run --jobs 2 \\
+        --hosts snntorch_tutorial --rules baseline na --seeds 0 1 2 > /tmp/swap_runs/grid.log &
+    # the table, from whatever has finished
+    python benchmarks/swap_epoch.py table --out benchmarks/results/swap_learning_epoch.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import datetime
+import json
+import os
+import re
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+HOSTS = ("snntorch_tutorial", "spikingjelly_csnn")
+RULES = ("baseline", "reset_term", "na", "bpsa_bpta", "ttfs", "multi_strength")
+#: (host, rule) whose --recipe trains exactly as the default (nothing to add): run once
+SAME_WITH_RECIPE = {("snntorch_tutorial", "baseline"), ("spikingjelly_csnn", "baseline"),
+                    ("snntorch_tutorial", "multi_strength")}
+#: rules whose CSNN run does not depend on --swap (the host's node everywhere)
+NO_SWAP = {"baseline", "ttfs"}
+RESULT = re.compile(r"^result: .*test_acc=(?P<acc>[\d.]+)% .*final_loss=(?P<loss>\S+) "
+                    r"finite=(?P<finite>\S+) min_weight_grad=(?P<grad>\S+) "
+                    r"train_s=(?P<train>[\d.]+) total_s=(?P<total>[\d.]+)", re.M)
+_lock = threading.Lock()
+
+
+def configs(hosts, rules, swaps, recipes):
+    """(host, rule, recipe, swap) of the grid; swap is None for the tutorial (every layer)."""
+    for host in hosts:
+        for rule in rules:
+            for recipe in recipes:
+                if recipe and (host, rule) in SAME_WITH_RECIPE:
+                    continue
+                if host == "snntorch_tutorial":
+                    yield host, rule, recipe, None
+                    continue
+                for swap in (["all"] if rule in NO_SWAP else swaps):
+                    yield host, rule, recipe, swap
+
+
+def name(host, rule, recipe, swap, seed) -> str:
+    return "-".join(x for x in (host, rule, "recipe" if recipe else "default", swap,
+                                f"seed{seed}") if x)
+
+
+def command(host, rule, recipe, swap, seed, channels) -> list[str]:
+    cmd = ["python", f"examples/{host}/{rule}.py", "--train-images", "60000", "--test-images",
+           "10000", "--epochs", "1", "--seed", str(seed)]
+    if host == "spikingjelly_csnn":
+        cmd += ["--channels", str(channels), "--swap", swap]
+    return cmd + (["--recipe"] if recipe else [])
+
+
+def snapshot(ref: str, into: Path) -> tuple[Path, str]:
+    """``git archive`` of ``ref`` unpacked under ``into``; returns (tree, commit)."""
+    commit = subprocess.run(["git", "rev-parse", ref], cwd=REPO, check=True, capture_output=True,
+                            text=True).stdout.strip()
+    tree = into / f"tree-{commit[:10]}"
+    if not tree.exists():
+        tmp = Path(tempfile.mkdtemp(dir=into))
+        archive = subprocess.run(["git", "archive", commit], cwd=REPO, check=True,
+                                 capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        tmp.rename(tree)
+    return tree, commit
+
+
+def done(jsonl: Path) -> dict[str, dict]:
+    rows = {}
+    if jsonl.exists():
+        for line in jsonl.read_text().splitlines():
+            row = json.loads(line)
+            if "acc" in row:
+                rows[row["name"]] = row
+    return rows
+
+
+def run_one(cfg, seed, channels, tree: Path, commit: str, logs: Path) -> dict:
+    host, rule, recipe, swap = cfg
+    cmd = command(host, rule, recipe, swap, seed, channels)
+    n = name(host, rule, recipe, swap, seed)
+    env = {**os.environ, "PYTHONPATH": str(tree), "OMP_NUM_THREADS":
+           os.environ.get("OMP_NUM_THREADS", "1")}
+    start, started = time.perf_counter(), datetime.datetime.now().isoformat(timespec="seconds")
+    with open(logs / f"{n}.log", "w") as log:
+        log.write(f"# {shlex.join(cmd)}\n# tree {tree} (commit {commit}), started {started}\n")
+        log.flush()
+        proc = subprocess.run([sys.executable, *cmd[1:]], cwd=tree, env=env, stdout=log,
+                              stderr=subprocess.STDOUT, text=True)
+    wall = time.perf_counter() - start
+    out = (logs / f"{n}.log").read_text()
+    row = {"name": n, "host": host, "rule": rule, "recipe": recipe, "swap": swap, "seed": seed,
+           "channels": channels if host == "spikingjelly_csnn" else None,
+           "command": shlex.join(cmd), "commit": commit, "rc": proc.returncode,
+           "wall_s": round(wall, 1), "started": started}
+    match = RESULT.search(out)
+    if match:
+        row.update(acc=float(match["acc"]), loss=float(match["loss"]),
+                   finite=match["finite"] == "True", min_grad=float(match["grad"]),
+                   train_s=float(match["train"]), total_s=float(match["total"]),
+                   line=next(ln for ln in out.splitlines() if ln.startswith("result: ")),
+                   warnings=[ln.strip() for ln in out.splitlines() if "Warning:" in ln])
+    with _lock, open(logs / "runs.jsonl", "a") as f:
+        f.write(json.dumps(row) + "\n")
+    print(f"{n}: {row.get('acc', 'FAILED rc=' + str(proc.returncode))} ({wall:.0f} s)",
+          flush=True)
+    return row
+
+
+def cmd_run(args) -> None:
+    logs = Path(args.logs)
+    logs.mkdir(parents=True, exist_ok=True)
+    tree, commit = snapshot(args.ref, logs)
+    have = done(logs / "runs.jsonl")
+    todo = [(cfg, seed) for seed in args.seeds
+            for cfg in configs(args.hosts, args.rules, args.swaps, args.recipes)
+            if name(*cfg, seed) not in have]
+    print(f"{len(todo)} runs from commit {commit} ({tree}), {args.jobs} at a time", flush=True)
+    with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
+        list(pool.map(lambda job: run_one(job[0], job[1], args.channels, tree, commit, logs),
+                      todo))
+
+
+def _fmt(accs: list[float]) -> str:
+    if not accs:
+        return "—"
+    mean = statistics.mean(accs)
+    spread = f" ± {statistics.stdev(accs):.2f}" if len(accs) > 1 else ""
+    return f"{mean:.2f}{spread} ({', '.join(f'{a:.1f}' for a in accs)})"
+
+
+def cmd_table(args) -> None:
+    rows = list(done(Path(args.logs) / "runs.jsonl").values())
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["host"], r["rule"], r["recipe"], r["swap"]), []).append(r)
+    ref = {h: [r["acc"] for r in sorted(groups.get((h, "baseline", False, s), []),
+                                        key=lambda r: r["seed"])]
+           for h, s in (("snntorch_tutorial", None), ("spikingjelly_csnn", "all"))}
+    out = ["| host | rule | swap | setting | test acc % mean ± sd (seeds) | Δ vs host | "
+           "wall s per run | warnings |", "|---|---|---|---|---|---|---|---|"]
+    order = {r: i for i, r in enumerate(RULES)}
+    for key in sorted(groups, key=lambda k: (HOSTS.index(k[0]), order[k[1]], k[2], k[3] or "")):
+        host, rule, recipe, swap = key
+        rs = sorted(groups[key], key=lambda r: r["seed"])
+        accs = [r["acc"] for r in rs]
+        base = ref[host]
+        delta = (f"{statistics.mean(accs) - statistics.mean(base):+.2f}"
+                 if base and rule != "baseline" else "ref" if rule == "baseline" else "")
+        nwarn = sum(bool(r["warnings"]) for r in rs)
+        setting = ("default = recipe" if (host, rule) in SAME_WITH_RECIPE
+                   else "recipe" if recipe else "default")
+        out.append(f"| {host} | {rule} | {swap or 'all'} | {setting} | {_fmt(accs)} | {delta} | "
+                   f"{statistics.mean(r['wall_s'] for r in rs):.0f} | "
+                   f"{f'{nwarn}/{len(rs)} runs' if nwarn else '—'} |")
+    text = "\n".join(out) + "\n"
+    if args.out:
+        Path(args.out).write_text(text)
+    print(text)
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--hosts", nargs="+", default=list(HOSTS), choices=HOSTS)
+    r.add_argument("--rules", nargs="+", default=list(RULES), choices=RULES)
+    r.add_argument("--swaps", nargs="+", default=["hidden", "all"], choices=("hidden", "all"))
+    r.add_argument("--recipes", nargs="+", type=lambda s: s == "recipe",
+                   default=[False, True], help="default and/or recipe")
+    r.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    r.add_argument("--channels", type=int, default=16)
+    r.add_argument("--jobs", type=int, default=2)
+    r.add_argument("--ref", default="HEAD", help="the commit to run (a git archive snapshot)")
+    r.add_argument("--logs", default="/tmp/swap_runs")
+    t = sub.add_parser("table")
+    t.add_argument("--logs", default="/tmp/swap_runs")
+    t.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    (cmd_run if args.cmd == "run" else cmd_table)(args)
+
+
+if __name__ == "__main__":
+    main()
