@@ -10,7 +10,17 @@ neurons, stopping a replay as soon as it merges with the original trajectory. It
 with torch's C++ extension machinery the first time it is needed (a C++ compiler and
 ``ninja`` are required; ``python -m spikegrad.rules.na_cpu`` builds it ahead
 of time, as the README's install command and CI do, and ``--require`` makes a failed build an
-error) and cached by torch.
+error).
+
+One build per environment and source: the library goes into
+``<torch extensions root>/spikegrad/na_ops_<isa>-<environment>-<source>`` (the root is
+``$TORCH_EXTENSIONS_DIR`` or torch's default, ``~/.cache/torch_extensions``),
+where ``<environment>`` hashes the interpreter's ``sys.prefix``, Python, torch's version, git
+revision and C++ ABI, and ``<source>`` hashes the C++ source and the compiler flags
+(:func:`build_directory`). Two checkouts or virtual environments on one machine therefore never
+rebuild each other's kernel, nor load a library built against another torch; a changed source
+builds anew. A build prints one line to stderr: that it builds, where, why, and how long it
+took.
 
 If it cannot be built, :func:`status` says why and ``implementation="auto"`` uses the torch
 reference; ``implementation="cpp"`` raises with that reason.
@@ -22,9 +32,12 @@ later call reads the result without taking the lock (so a traced step never meet
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
+import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +58,70 @@ def _isa() -> str:
     except OSError:
         return "generic"
     return "avx2" if "avx2" in flags else "generic"
+
+
+_CFLAGS = ["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math"]
+
+
+def _digest(*parts: object) -> str:
+    return hashlib.sha256("\0".join(map(str, parts)).encode()).hexdigest()[:12]
+
+
+def environment_key() -> str:
+    """A hash of what a built library depends on besides its source: this interpreter's
+    environment (``sys.prefix``), Python, and the torch build it links against."""
+    import torch
+
+    return _digest(sys.prefix, sys.version, torch.__version__, torch.version.git_version,
+                   torch.compiled_with_cxx11_abi())
+
+
+def build_directory(name: str, source: Path, cflags: list[str],
+                    root: str | os.PathLike[str] | None = None) -> Path:
+    """Where the library ``name`` built from ``source`` with ``cflags`` lives for this
+    environment: ``<root>/spikegrad/<name>-<environment>-<source and flags>``."""
+    if root is None:
+        from torch.utils.cpp_extension import get_default_build_root
+
+        root = get_default_build_root()
+    key = _digest(hashlib.sha256(source.read_bytes()).hexdigest(), *cflags)
+    return Path(root) / "spikegrad" / f"{name}-{environment_key()}-{key}"
+
+
+def build_library(name: str, source: Path, cflags: list[str], *, verbose: bool = False,
+                  root: str | os.PathLike[str] | None = None) -> tuple[str, bool]:
+    """Build (unless this environment already has it) and load a plain C++ library.
+
+    Returns:
+        ``(path of the library, whether it was built now)``.
+    """
+    from torch.utils.cpp_extension import load as _load
+
+    directory = build_directory(name, source, cflags, root)
+    library = directory / f"{name}.so"
+    built = not library.exists()
+    if built:
+        others = sorted(p.name for p in directory.parent.glob(f"{name}-{environment_key()}-*")
+                        if p != directory)
+        why = ("an earlier build there did not finish" if directory.exists() else
+               f"the source or its flags changed since {others[-1]}" if others else
+               f"first build in the environment {sys.prefix}")
+        sys.stderr.write(f"spikegrad: building {name} into {directory} ({why}) ... ")
+        sys.stderr.flush()
+        directory.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    try:
+        _load(name=name, sources=[str(source)], extra_cflags=cflags,
+              extra_ldflags=["-fopenmp"], build_directory=str(directory),
+              is_python_module=False,  # a plain library: TORCH_LIBRARY registers the operators
+              verbose=verbose)
+    except Exception:
+        if built:
+            sys.stderr.write("failed\n")
+        raise
+    if built:
+        sys.stderr.write(f"done in {time.perf_counter() - start:.1f} s\n")
+    return str(library), built
 
 
 def load(verbose: bool = False) -> str | None:
@@ -68,20 +145,11 @@ def _build(verbose: bool) -> None:
     try:
         # importing cpp_extension warns about a missing CUDA runtime on CPU-only machines
         logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        from torch.utils.cpp_extension import load as _load
-
         isa = _isa()
-        _STATE["module"] = _load(
-            name=f"spikegrad_na_ops_{isa}",  # one cached build per instruction set
-            sources=[str(_SOURCE)],
-            # no FP contraction: the same rounding as the torch reference; no trapping
-            # math: lets the compiler turn the branch-free selects into SIMD
-            extra_cflags=["-O3", "-fopenmp", "-ffp-contract=off", "-fno-trapping-math",
-                          *_ISA_FLAGS[isa]],
-            extra_ldflags=["-fopenmp"],
-            is_python_module=False,  # a plain library: TORCH_LIBRARY registers the operators
-            verbose=verbose,
-        ) or "loaded"
+        # no FP contraction: the same rounding as the torch reference; no trapping math: lets
+        # the compiler turn the branch-free selects into SIMD
+        _STATE["module"], _STATE["built"] = build_library(
+            f"spikegrad_na_ops_{isa}", _SOURCE, [*_CFLAGS, *_ISA_FLAGS[isa]], verbose=verbose)
         from spikegrad.rules import ops_na
 
         ops_na.register_cpp()
