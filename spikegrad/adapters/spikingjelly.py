@@ -308,8 +308,8 @@ class SpikegradNode(neuron.BaseNode):
         if not isinstance(v, torch.Tensor) or v.numel() == 0:
             v_init = 0.0 if self.v_reset is None else self.v_reset
             self.v = torch.full_like(x, v_init)
-            for name in self._extra_states:
-                setattr(self, name, torch.zeros_like(x))
+            for name in self._extra_states:  # full_like, as the host: its op counters know it
+                setattr(self, name, torch.full_like(x, 0.0))
             self._on_reset()
         elif v.device != x.device:
             raise ValueError(f"the node's state is on {v.device} but the input on {x.device}; "
@@ -318,7 +318,7 @@ class SpikegradNode(neuron.BaseNode):
             self.v = fit_state("the node's state v", v, x, _SHAPE_FIX)
             for name in self._extra_states:
                 value = getattr(self, name)
-                value = (torch.zeros_like(x) if not isinstance(value, torch.Tensor)
+                value = (torch.full_like(x, 0.0) if not isinstance(value, torch.Tensor)
                          else fit_state(f"the node's state {name}", value, x, _SHAPE_FIX))
                 setattr(self, name, value)
         return (self.v, *(getattr(self, n) for n in self._extra_states))
@@ -358,7 +358,7 @@ class SpikegradNode(neuron.BaseNode):
             """2.x's functional protocol (used by its graph tools): the same pure step."""
             x = inputs[0]
             v, *extra = (fit_state("state", s, x, _SHAPE_FIX) if isinstance(s, torch.Tensor)
-                         and s.numel() else torch.zeros_like(x) for s in states)
+                         and s.numel() else torch.full_like(x, 0.0) for s in states)
             out, *new = self._step(x, v, *extra)
             return (out,), tuple(new)
 

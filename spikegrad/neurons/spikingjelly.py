@@ -76,8 +76,6 @@ class ResetTermLIFNode(SpikegradNode):
         tau_s: if set (``>= 1``), output the PSP trace.
     """
 
-    _extra_states = ("trace",)
-
     @host_order
     def __init__(
         self, tau: float = 2.0, decay_input: bool = False, v_threshold: float = 1.0,
@@ -94,6 +92,8 @@ class ResetTermLIFNode(SpikegradNode):
                              "1.0 with detach_reset=True")
         if surrogate_function is None:
             surrogate_function = surrogate.Sigmoid(temperature=0.3)
+        # a trace state only where there is a trace: otherwise the states are the host's ('v',)
+        self._extra_states = () if tau_s is None else ("trace",)
         self._init_node(v_threshold=v_threshold, v_reset=v_reset,
                         surrogate_function=_host_surrogate(surrogate_function),
                         detach_reset=detach_reset, step_mode=step_mode, backend=backend,
@@ -104,25 +104,26 @@ class ResetTermLIFNode(SpikegradNode):
         self.tau_s = None if tau_s is None else check_number("tau_s", tau_s, low=1.0)
         self._finish_init()
 
-    def _step(self, x, v, trace):  # noqa: ANN001, ANN202
+    def _step(self, x, v, trace=None):  # noqa: ANN001, ANN202
         s, _, v = reset_term.step_v(
             self._input(x), v, beta=self.leak, threshold=self.v_threshold,
             spike_fn=self.surrogate_function, mechanism=self.mechanism,
             reset_grad_scale=self.reset_grad_scale,
         )
         if self.tau_s is None:
-            return s, v, trace
+            return s, v
         trace = reset_term.trace_step(trace, s, self.tau_s)
         return trace, v, trace
 
-    def _multi(self, x_seq, v, trace):  # noqa: ANN001, ANN202
+    def _multi(self, x_seq, v, *trace):  # noqa: ANN001, ANN202
         if not reset_term.fused_applicable(self.surrogate_function, self.leak, self.v_threshold):
-            return super()._multi(x_seq, v, trace)
+            return super()._multi(x_seq, v, *trace)
         s, v_seq, _ = reset_term.SequenceFunction.apply(
             self._input(x_seq), v, self.leak, self.v_threshold, self.surrogate_function,
             self.mechanism, self.reset_grad_scale)
         if self.tau_s is None:
-            return s, v_seq, (v_seq[-1], trace)
+            return s, v_seq, (v_seq[-1],)
+        (trace,) = trace
         out = reset_term.trace(s, self.tau_s, a0=trace)
         return out, v_seq, (v_seq[-1], out[-1])
 
@@ -140,9 +141,9 @@ class ResetTermLIFNode(SpikegradNode):
         except NotImplementedError as exc:
             return str(exc)
 
-    def _multi_cupy(self, x_seq, v, trace):  # noqa: ANN001, ANN202
+    def _multi_cupy(self, x_seq, v, trace=None):  # noqa: ANN001, ANN202
         out, v_seq = fused.reset_term_sequence(self._input(x_seq), v, trace, self._cupy_kernel())
-        return out, v_seq, (v_seq[-1], trace if self.tau_s is None else out[-1])
+        return out, v_seq, ((v_seq[-1],) if self.tau_s is None else (v_seq[-1], out[-1]))
 
     def _triton_kernel(self) -> Any:
         from spikegrad.rules.triton_kernels import spec
@@ -155,12 +156,12 @@ class ResetTermLIFNode(SpikegradNode):
             return f"a constant of {spec_!r} is not a finite float32"
         return spec_
 
-    def _multi_triton(self, x_seq, v, trace):  # noqa: ANN001, ANN202
+    def _multi_triton(self, x_seq, v, trace=None):  # noqa: ANN001, ANN202
         from spikegrad.rules import triton_kernels
 
         out, v_seq = triton_kernels.reset_term_sequence(self._input(x_seq), v, trace,
                                                         self._triton_kernel())
-        return out, v_seq, (v_seq[-1], trace if self.tau_s is None else out[-1])
+        return out, v_seq, ((v_seq[-1],) if self.tau_s is None else (v_seq[-1], out[-1]))
 
 
 class NALIFNode(SpikegradNode):

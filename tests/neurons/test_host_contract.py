@@ -276,3 +276,16 @@ def test_reset_term_surrogate_disable_is_the_hosts_bypass():
     assert spk.sum() > 0 and not spk.requires_grad  # no gradient through the spikes
     (g_mem,) = torch.autograd.grad(mem.sum(), cur)  # mem still carries the leak's gradient
     assert g_mem.abs().sum() > 0
+
+
+def test_state_layout_is_the_hosts_where_the_rule_adds_none():
+    """spikingjelly's functional tools take a node's memories as its state tuple: a reset-term
+    node without a trace has the host's ``('v',)``; a trace or NA's ``u`` add their own."""
+    assert tuple(neurons.ResetTermLIFNode()._memories) == tuple(neuron.LIFNode()._memories)
+    assert tuple(neurons.ResetTermLIFNode(tau_s=2.0)._memories) == ("v", "trace")
+    assert tuple(neurons.NALIFNode()._memories) == ("v", "u", "trace")
+    for mode in "sm":  # and the trace-less node still runs in both modes
+        node = neurons.ResetTermLIFNode(step_mode=mode)
+        x = _inputs(8)[:T]
+        out = node(x) if mode == "m" else torch.stack([node(x[t]) for t in range(T)])
+        assert out.sum() > 0 and tuple(node._memories) == ("v",)
