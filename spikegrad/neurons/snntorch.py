@@ -12,7 +12,9 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_choice, check_number, check_parameter
-from spikegrad.adapters.silence import BPSA_FIX, SilenceWatch
+from spikegrad.adapters.silence import (BPSA_DEAD_FIX, BPSA_FIX, MULTISTRENGTH_FIX,
+                                        MULTISTRENGTH_REASON, SilenceWatch,
+                                        multistrength_window)
 from spikegrad.adapters.snntorch import SpikegradLeaky
 from spikegrad.rules import bpsta, multistrength, reset_term, surrogate
 
@@ -185,7 +187,7 @@ class HTDGLIFLeaky(SpikegradLeaky):
             reset_mechanism=(reset_mechanism, "zero", "the HTDGLIF node resets to zero"),
         )
         self._setup(flags, reset_delay)
-        self._silence = SilenceWatch(type(self).__name__, BPSA_FIX)
+        self._silence = SilenceWatch(type(self).__name__, BPSA_FIX, BPSA_DEAD_FIX)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if self.warm_up:
@@ -196,7 +198,7 @@ class HTDGLIFLeaky(SpikegradLeaky):
         return out, mem
 
     def _on_reset(self) -> None:
-        self._silence.boundary()  # a layer silent through a whole training sequence warns
+        self._silence.boundary()  # a silent layer, or one with dead neurons, warns (once)
 
     def _on_load(self) -> None:
         decay = None if self.rule.mode == "braincog" else float(self.beta)
@@ -263,9 +265,18 @@ class MultiStrengthLeaky(SpikegradLeaky):
             reset_mechanism=(reset_mechanism, "subtract", "the reset subtracts τ·θ"),
         )
         self._setup(flags, reset_delay)
+        self._dead = SilenceWatch(type(self).__name__, None, MULTISTRENGTH_FIX,
+                                  reason=MULTISTRENGTH_REASON)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return multistrength.step(input_, mem, self.rule)
+        theta, v = multistrength.step(input_, mem, self.rule)
+        if self.training and input_.requires_grad and torch.is_grad_enabled():
+            self._dead.observe(multistrength_window(theta, v, self.rule.threshold,
+                                                    self.rule.max_strength))
+        return theta, v
+
+    def _on_reset(self) -> None:
+        self._dead.boundary()  # neurons outside the gradient window for a long time warn (once)
 
     def _on_load(self) -> None:
         self.rule = multistrength.MultiStrength(

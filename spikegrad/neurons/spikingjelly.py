@@ -21,7 +21,9 @@ import torch
 
 from spikegrad._checks import check_number
 from spikegrad.adapters.na_window import Window, eager, na_step
-from spikegrad.adapters.silence import BPSA_FIX, SilenceWatch
+from spikegrad.adapters.silence import (BPSA_DEAD_FIX, BPSA_FIX, MULTISTRENGTH_FIX,
+                                        MULTISTRENGTH_REASON, SilenceWatch,
+                                        multistrength_window)
 from spikegrad.adapters.spikingjelly import SpikegradNode, check_tau, host_order, refuse
 from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate
 from spikegrad.rules.cupy_kernels import functions as fused
@@ -336,15 +338,15 @@ class HTDGLIFNode(SpikegradNode):
                         surrogate_function=surrogate.Sigmoid(), detach_reset=False,
                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
         self.rule_cfg, self.warm_up = rule, bool(warm_up)
-        self._silence = SilenceWatch(type(self).__name__, BPSA_FIX)
+        self._silence = SilenceWatch(type(self).__name__, BPSA_FIX, BPSA_DEAD_FIX)
         self._finish_init()
 
-    def _watch(self, x: torch.Tensor, out: torch.Tensor) -> None:
+    def _watch(self, x: torch.Tensor, out: torch.Tensor, sequence: bool = False) -> None:
         if self.training and x.requires_grad and torch.is_grad_enabled():
-            self._silence.observe(out)
+            self._silence.observe(out, sequence)
 
     def _on_reset(self) -> None:
-        self._silence.boundary()  # a layer silent through a whole training sequence warns
+        self._silence.boundary()  # a silent layer, or one with dead neurons, warns (once)
 
     def extra_repr(self) -> str:
         r = self.rule_cfg
@@ -367,7 +369,7 @@ class HTDGLIFNode(SpikegradNode):
 
     def _multi_cupy(self, x_seq, v):  # noqa: ANN001, ANN202
         o, v_seq = fused.bpsta_sequence(x_seq, v, self._cupy_kernel())
-        self._watch(x_seq, o)
+        self._watch(x_seq, o, sequence=True)
         return o, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 
     def _triton_kernel(self) -> Any:
@@ -377,7 +379,7 @@ class HTDGLIFNode(SpikegradNode):
         from spikegrad.rules import triton_kernels
 
         o, v_seq = triton_kernels.bpsta_sequence(x_seq, v, self.rule_cfg)
-        self._watch(x_seq, o)
+        self._watch(x_seq, o, sequence=True)
         return o, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 
 
@@ -409,6 +411,8 @@ class MultiStrengthIFNode(SpikegradNode):
                         surrogate_function=surrogate.Sigmoid(), detach_reset=detach_reset,
                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
         self.rule_cfg = rule
+        self._dead = SilenceWatch(type(self).__name__, None, MULTISTRENGTH_FIX,
+                                  reason=MULTISTRENGTH_REASON)
         self._finish_init()
 
     def extra_repr(self) -> str:
@@ -417,8 +421,19 @@ class MultiStrengthIFNode(SpikegradNode):
                 f"detach_reset={r.detach_reset}, step_mode={self.step_mode}, "
                 f"backend={self.backend}")
 
+    def _watch(self, x: torch.Tensor, theta: torch.Tensor, v: torch.Tensor,
+               sequence: bool = False) -> None:
+        if self.training and x.requires_grad and torch.is_grad_enabled():
+            r = self.rule_cfg
+            self._dead.observe(multistrength_window(theta, v, r.threshold, r.max_strength),
+                               sequence)
+
+    def _on_reset(self) -> None:
+        self._dead.boundary()  # neurons outside the gradient window for a long time warn (once)
+
     def _step(self, x, v):  # noqa: ANN001, ANN202
         theta, v = multistrength.step(x, v, self.rule_cfg)
+        self._watch(x, theta, v)
         return theta, v
 
     def _cupy_kernel(self) -> Any:
@@ -426,6 +441,7 @@ class MultiStrengthIFNode(SpikegradNode):
 
     def _multi_cupy(self, x_seq, v):  # noqa: ANN001, ANN202
         theta, v_seq = fused.multistrength_sequence(x_seq, v, self._cupy_kernel())
+        self._watch(x_seq, theta, v_seq, sequence=True)
         return theta, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 
     def _triton_kernel(self) -> Any:
@@ -435,5 +451,6 @@ class MultiStrengthIFNode(SpikegradNode):
         from spikegrad.rules import triton_kernels
 
         theta, v_seq = triton_kernels.multistrength_sequence(x_seq, v, self.rule_cfg)
+        self._watch(x_seq, theta, v_seq, sequence=True)
         return theta, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 
