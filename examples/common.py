@@ -8,6 +8,7 @@ networks; the per-rule scripts next to them say which neuron goes in and which r
 from __future__ import annotations
 
 import argparse
+import ast
 import contextlib
 import functools
 import importlib.util
@@ -159,11 +160,47 @@ def parse(host: Host, rule: str, argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--data-dir", default=None,
                    help="a directory with the Fashion-MNIST files (else $SPIKEGRAD_DATA, then "
                         "the Debian package's copy)")
+    p.add_argument("--neuron-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="a keyword for the rule's spikegrad neuron, e.g. max_strength=1 or "
+                        "reset_mechanism=subtract (the setting a spikegrad warning names); "
+                        "VALUE is a Python literal or a plain string; repeatable")
     host.options(p)
     args = p.parse_args(argv)
+    try:
+        args.neuron_options = dict(_option(o) for o in args.neuron_option)
+    except ValueError as exc:
+        p.error(str(exc))
     if min(args.train_images, args.test_images, args.epochs, args.batch_size, args.T) < 1:
         p.error("--train-images, --test-images, --epochs, --batch-size and --T must be >= 1")
     return args
+
+
+def _option(text: str) -> tuple[str, object]:
+    name, sep, value = text.partition("=")
+    if not sep or not name.isidentifier():
+        raise ValueError(f"--neuron-option takes NAME=VALUE, got {text!r}")
+    try:
+        return name, ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+        return name, value  # a plain string, e.g. reset_mechanism=subtract
+
+
+@contextlib.contextmanager
+def _neuron_options(options: dict[str, object]) -> Iterator[None]:
+    """While a rule script builds its neurons, ``spikegrad.neurons.<Class>(...)`` gets
+    ``options`` as extra keywords (the scripts look the classes up at call time)."""
+    if not options:
+        yield
+        return
+    from spikegrad import neurons
+    saved = {name: getattr(neurons, name) for name in neurons.__all__}
+    try:
+        for name, cls in saved.items():
+            setattr(neurons, name, functools.partial(cls, **options))
+        yield
+    finally:
+        for name, cls in saved.items():
+            setattr(neurons, name, cls)
 
 
 def _batches(n: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
@@ -198,8 +235,9 @@ def run(host: Host, rule: str, neuron: Callable[[bool, bool], nn.Module], *,
         raise SystemExit(2) from exc
     start = time.perf_counter()
     torch.manual_seed(args.seed)
-    net = host.build(lambda output: neuron(output, args.recipe),
-                     votes if args.recipe else 1, args)
+    with _neuron_options(args.neuron_options):
+        net = host.build(lambda output: neuron(output, args.recipe),
+                         votes if args.recipe else 1, args)
     steps_per_epoch = math.ceil(len(x_train) / args.batch_size)
     rec = recipe(net, steps_per_epoch) if args.recipe and recipe else Recipe()
     opt = rec.optimiser or torch.optim.Adam(net.parameters(), lr=host.lr, betas=(0.9, 0.999))
@@ -236,6 +274,7 @@ def run(host: Host, rule: str, neuron: Callable[[bool, bool], nn.Module], *,
             correct += int((predict(net(x_seq)) == y_test[idx]).sum())
     result = {
         "rule": rule, "host": host.name, "recipe": args.recipe,
+        "neuron_options": args.neuron_options,
         "test_acc": 100.0 * correct / len(x_test), "correct": correct,
         "final_loss": float(torch.stack(losses[-5:]).mean()),
         "finite": bool(torch.isfinite(torch.stack(losses)).all()),
@@ -250,7 +289,9 @@ def run(host: Host, rule: str, neuron: Callable[[bool, bool], nn.Module], *,
           f"min_weight_grad={min(weight_grads):.3g} train_s={train_s:.1f} "
           f"total_s={result['total_s']:.1f} | {len(x_train)} train images, {args.epochs} "
           f"epoch(s) of {step} steps, batch {args.batch_size}, T={args.T}, seed {args.seed}"
-          f"{host.describe(args)}; data: {source}")
+          f"{host.describe(args)}"
+          + "".join(f", {k}={v!r}" for k, v in args.neuron_options.items())
+          + f"; data: {source}")
     return result
 
 
