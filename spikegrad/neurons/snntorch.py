@@ -12,9 +12,14 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_choice, check_number, check_parameter
-from spikegrad.adapters.silence import (BPSA_DEAD_FIX, BPSA_FIX, MULTISTRENGTH_FIX,
-                                        MULTISTRENGTH_REASON, SilenceWatch,
-                                        multistrength_window)
+from spikegrad.adapters.silence import (
+    BPSA_DEAD_FIX,
+    BPSA_FIX,
+    MULTISTRENGTH_FIX,
+    MULTISTRENGTH_REASON,
+    SilenceWatch,
+    multistrength_window,
+)
 from spikegrad.adapters.snntorch import SpikegradLeaky
 from spikegrad.rules import bpsta, multistrength, reset_term, surrogate
 

@@ -21,9 +21,14 @@ import torch
 
 from spikegrad._checks import check_number
 from spikegrad.adapters.na_window import Window, eager, na_step
-from spikegrad.adapters.silence import (BPSA_DEAD_FIX, BPSA_FIX, MULTISTRENGTH_FIX,
-                                        MULTISTRENGTH_REASON, SilenceWatch,
-                                        multistrength_window)
+from spikegrad.adapters.silence import (
+    BPSA_DEAD_FIX,
+    BPSA_FIX,
+    MULTISTRENGTH_FIX,
+    MULTISTRENGTH_REASON,
+    SilenceWatch,
+    multistrength_window,
+)
 from spikegrad.adapters.spikingjelly import SpikegradNode, check_tau, host_order, refuse
 from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate
 from spikegrad.rules.cupy_kernels import functions as fused
@@ -215,6 +220,7 @@ class NALIFNode(SpikegradNode):
         self._set_lif(tau, decay_input)
         self.rule, self.rescale = rule, rescale
         self._window: Window | None = None
+        self._v_out: torch.Tensor | None = None  # the v this node derived last (see _states)
         self._finish_init()
 
     def _post_reset(self, u: torch.Tensor) -> torch.Tensor:
@@ -247,13 +253,18 @@ class NALIFNode(SpikegradNode):
 
     def _states(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         v = self.v
-        if getattr(self, "_v_out", None) is not None and v is not self._v_out:
+        # v is derived from u; one not derived by this node (assigned from outside, before or
+        # after the first step) would be silently ignored
+        assigned = isinstance(v, torch.Tensor) and v.numel() and v is not self._v_out
+        if assigned:
             raise ValueError(
                 "NALIFNode keeps its state as the pre-reset potential node.u; node.v is derived "
                 "from it after every step, so a v assigned from outside would be ignored. Set "
                 "node.u instead (or call functional.reset_net(net) to start from rest)"
             )
-        return super()._states(x)
+        states = super()._states(x)
+        self._v_out = self.v  # the v in use is this node's own from here on
+        return states
 
     def _multi(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
         x_seq = self._input(x_seq)
@@ -297,6 +308,13 @@ class NALIFNode(SpikegradNode):
     def _on_reset(self) -> None:
         self._window = None
         self._v_out = None
+
+    def _apply(self, fn, *args, **kwargs):  # noqa: ANN001, ANN202
+        # .to()/.double() replace the memories: the derived v stays the node's own
+        out = super()._apply(fn, *args, **kwargs)
+        if getattr(self, "_v_out", None) is not None and isinstance(self.v, torch.Tensor):
+            self._v_out = self.v
+        return out
 
     def _on_detach(self) -> None:
         # v is derived from u; after detach_net the next step starts a new window (u has no graph)

@@ -17,6 +17,7 @@ Runs on spikingjelly 2.x and 0.0.0.0.14.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import sys
 import types
@@ -289,3 +290,19 @@ def test_state_layout_is_the_hosts_where_the_rule_adds_none():
         x = _inputs(8)[:T]
         out = node(x) if mode == "m" else torch.stack([node(x[t]) for t in range(T)])
         assert out.sum() > 0 and tuple(node._memories) == ("v",)
+
+
+@pytest.mark.parametrize("mode", ["s", "m"])
+def test_na_node_refuses_an_assigned_v_instead_of_ignoring_it(mode):
+    """NA's state is u (v is derived from it): a v set from outside, before the first step or
+    mid-sequence, raises; moving the node (``.double()``) or deep-copying it does not."""
+    x = _inputs(9)[:T]
+    node = neurons.NALIFNode(step_mode=mode)
+    node.v = torch.rand(B, N, dtype=F64)
+    with pytest.raises(ValueError, match="node.u"):
+        node(x if mode == "m" else x[0])
+    node = neurons.NALIFNode(step_mode=mode).float()
+    node(x.float() if mode == "m" else x[0].float())
+    node = copy.deepcopy(node).double()
+    out = node(x if mode == "m" else x[1])
+    assert out.dtype == F64
