@@ -9,11 +9,13 @@ an output neuron of that kind is a class the network never predicts. No error sa
 :class:`SilenceWatch` notices it and warns once, naming the fix:
 
 * (BPSA) the whole layer emitted no spike during one training sequence;
-* at least :data:`DEAD_FRACTION` of the layer's neurons, or, in a layer of at most
-  :data:`NARROW` neurons (an output layer), any neuron got no gradient for any sample during
-  :data:`DEAD_WINDOW` consecutive training sequences, in two windows in a row. A neuron counts
-  per feature (channel and position of a convolution), over every sample of the window, so a
-  neuron silent for one batch but active in another is not counted.
+* at least :data:`DEAD_FRACTION` of the layer's neurons got no gradient for any sample during
+  :data:`DEAD_WINDOW` consecutive training sequences, in two windows in a row;
+* in a layer of at most :data:`NARROW` neurons (an output layer) any neuron emitted no spike for
+  any sample during such a window, twice in a row: its class is never predicted.
+
+A neuron counts per feature (channel and position of a convolution), over every sample of the
+window, so a neuron silent for one batch but active in another is not counted.
 
 No device synchronisation on the per-step path, and nothing while ``torch.compile`` traces:
 during a sequence the outputs (or the gradient window) are summed per element on the device; at
@@ -137,34 +139,45 @@ class SilenceWatch:
 
     def _reset_sums(self) -> None:
         self._acc: torch.Tensor | None = None  # this sequence, summed over time per element
+        self._grad: torch.Tensor | None = None  # the same for the gradient window (or None)
         self._mixed = False  # shapes changed inside a sequence: only the total is meaningful
-        self._alive: torch.Tensor | None = None  # per neuron: passed gradient in this window
+        self._alive: torch.Tensor | None = None  # per neuron: [spiked, passed gradient]
         self._seen = 0  # sequences in this window
         self._read = _HostRead()
 
     def __getstate__(self) -> dict:
         # sums in flight (device tensors, a CUDA event) belong to this process only
         state = self.__dict__.copy()
-        state.update(_acc=None, _mixed=False, _alive=None, _seen=0, _read=_HostRead())
+        state.update(_acc=None, _grad=None, _mixed=False, _alive=None, _seen=0,
+                     _read=_HostRead())
         return state
 
-    def observe(self, out: torch.Tensor, sequence: bool = False) -> None:
-        """Add one step's outputs (``sequence=True``: a whole ``[T, ...]`` sequence at once).
+    def observe(self, out: torch.Tensor, sequence: bool = False,
+                gradient: torch.Tensor | None = None) -> None:
+        """Add one step's outputs (``sequence=True``: a whole ``[T, ...]`` sequence at once);
+        ``gradient``: where the rule passes gradient, if not where ``out`` is nonzero (BPSA).
 
         Call only while training with autograd on; a no-op while ``torch.compile`` traces (the
         watch never enters a graph) and once the watch has warned. Reads nothing on the host.
         """
         if self.warned or torch.compiler.is_compiling():
             return
-        s = out.detach()
-        s = s.sum(0, dtype=torch.float32) if sequence else s.to(torch.float32)
+
+        def per_element(x: torch.Tensor) -> torch.Tensor:
+            x = x.detach()
+            return x.sum(0, dtype=torch.float32) if sequence else x.to(torch.float32)
+
+        s = per_element(out)
+        g = None if gradient is None else per_element(gradient)
         if self._acc is None:
-            self._acc = s
+            self._acc, self._grad = s, g
         elif self._acc.shape == s.shape and not self._mixed:
             self._acc = self._acc + s
+            if g is not None and self._grad is not None:
+                self._grad = self._grad + g
         else:  # one instance serving two shapes in one sequence: keep the total only
             self._acc = (self._acc.sum() + s.sum()).reshape(1, 1)
-            self._mixed = True
+            self._grad, self._mixed = None, True
 
     def boundary(self) -> None:
         """A sequence ended (the neuron was reset): check an earlier one, start the next (a
@@ -172,14 +185,19 @@ class SilenceWatch:
         if torch.compiler.is_compiling():
             return
         self._check()
-        acc, mixed = self._acc, self._mixed
-        self._acc, self._mixed = None, False
+        acc, grad, mixed = self._acc, self._grad, self._mixed
+        self._acc, self._grad, self._mixed = None, None, False
         if self.warned or acc is None:
             return
-        flat = acc.reshape(acc.shape[0], -1) if acc.dim() > 1 else acc.reshape(1, -1)
-        total = flat.sum()
+
+        def per_neuron(x: torch.Tensor) -> torch.Tensor:  # nonzero for some sample
+            flat = x.reshape(x.shape[0], -1) if x.dim() > 1 else x.reshape(1, -1)
+            return (flat != 0).any(0)  # outputs and windows are >= 0
+
+        total = acc.sum()
         if not mixed:
-            fired = (flat != 0).any(0)  # per neuron, over the batch (outputs are >= 0)
+            fired = per_neuron(acc)
+            fired = torch.stack((fired, fired if grad is None else per_neuron(grad)))
             if self._alive is None or self._alive.shape != fired.shape:
                 self._alive, self._seen = fired, 1  # a new window (or a new layer shape)
             else:
@@ -187,8 +205,8 @@ class SilenceWatch:
                 self._seen += 1
         if not self._read.busy:  # else a CUDA copy is in flight: this total goes unchecked
             if not mixed and self._seen >= self.window:
-                dead = (~self._alive).sum(dtype=torch.float32)
-                self._read.put(torch.stack((total, dead)), self._alive.numel())
+                dead = (~self._alive).sum(1, dtype=torch.float32)  # [no spike, no gradient]
+                self._read.put(torch.cat((total.reshape(1), dead)), self._alive.shape[1])
                 self._alive, self._seen = None, 0
             elif self.fix is not None:
                 self._read.put(total.reshape(1), None)
@@ -209,17 +227,26 @@ class SilenceWatch:
             return
         if n is None:
             return  # a total only
-        dead, n = int(values[1]), int(n)
-        over = dead >= self.dead_fraction * n or (n <= self.narrow and dead > 0)
-        self._strikes = self._strikes + 1 if over else 0
-        if self._strikes >= 2:
-            did, why = self.reason
+        silent, dead, n = int(values[1]), int(values[2]), int(n)
+        wide = dead >= self.dead_fraction * n  # no gradient: they cannot come back
+        narrow = n <= self.narrow and silent > 0  # an output layer: classes never predicted
+        self._strikes = self._strikes + 1 if wide or narrow else 0
+        if self._strikes < 2:
+            return
+        did, why = self.reason
+        if wide:
             self._warn(
                 f"{dead} of this layer's {n} neurons ({100.0 * dead / n:.0f} %) {did} for "
                 f"every sample of {self.window} consecutive training sequences (twice in a "
                 f"row). {why}, so those neurons and the weights into them no longer learn and "
                 f"nothing brings them back; in an output layer their classes are never "
                 f"predicted. {self.dead_fix}")
+        else:
+            self._warn(
+                f"{silent} of this layer's {n} neurons emitted no spike for every sample of "
+                f"{self.window} consecutive training sequences (twice in a row); if this is "
+                f"the output layer, their classes are never predicted. {why} (a neuron that "
+                f"{did} gets none). {self.dead_fix}")
 
     def _warn(self, message: str) -> None:
         self.warned = True

@@ -276,8 +276,8 @@ class MultiStrengthLeaky(SpikegradLeaky):
     def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         theta, v = multistrength.step(input_, mem, self.rule)
         if self.training and input_.requires_grad and torch.is_grad_enabled():
-            self._dead.observe(multistrength_window(theta, v, self.rule.threshold,
-                                                    self.rule.max_strength))
+            self._dead.observe(theta, False, multistrength_window(
+                theta, v, self.rule.threshold, self.rule.max_strength))
         return theta, v
 
     def _on_reset(self) -> None:

@@ -443,8 +443,8 @@ class MultiStrengthIFNode(SpikegradNode):
                sequence: bool = False) -> None:
         if self.training and x.requires_grad and torch.is_grad_enabled():
             r = self.rule_cfg
-            self._dead.observe(multistrength_window(theta, v, r.threshold, r.max_strength),
-                               sequence)
+            self._dead.observe(theta, sequence,
+                               multistrength_window(theta, v, r.threshold, r.max_strength))
 
     def _on_reset(self) -> None:
         self._dead.boundary()  # neurons outside the gradient window for a long time warn (once)

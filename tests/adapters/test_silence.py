@@ -236,7 +236,7 @@ def test_multistrength_neurons_without_gradient_warn_once_naming_max_strength(na
 
 @pytest.mark.parametrize("name,make,seq", MS, ids=[c[0] for c in MS])
 def test_multistrength_silent_but_inside_the_window_does_not_warn(name, make, seq):
-    below = torch.full((T, B, 10), 0.2, requires_grad=True)  # h in [0, τ): no spike, gradient
+    below = torch.full((T, B, 200), 0.2, requires_grad=True)  # h in [0, τ): no spike, gradient
     strong = torch.full((T, B, 10), 5.5, requires_grad=True)  # strength 5: inside the window
     capped_out = torch.full((T, B, 10), 9.0, requires_grad=True)
     with no_warning():
@@ -253,6 +253,20 @@ def test_multistrength_silent_but_inside_the_window_does_not_warn(name, make, se
         node = make(max_strength=1)
         for _ in range(3 * DEAD_WINDOW):
             seq(node, capped_out)
+
+
+@pytest.mark.parametrize("name,make,seq", MS, ids=[c[0] for c in MS])
+def test_multistrength_output_neuron_that_never_spikes_warns(name, make, seq):
+    """In a narrow (output) layer a neuron that never spikes is a class never predicted, even
+    where its potential stays inside the gradient window."""
+    x = torch.full((T, B, 10), 2.5)
+    x[..., :2] = 0.2  # 2 of 10 outputs in [0, τ): gradient, but no spike
+    x.requires_grad_()
+    with pytest.warns(RuntimeWarning, match=r"2 of this layer's 10 neurons emitted no spike.*"
+                                            r"classes are never predicted.*max_strength=1"):
+        node = make()
+        for _ in range(3 * DEAD_WINDOW):
+            seq(node, x)
 
 
 def test_multistrength_window_matches_the_ste():
