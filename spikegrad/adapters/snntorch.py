@@ -143,6 +143,22 @@ class SpikegradLeaky(snn.Leaky):
                 raise ValueError(
                     f"{type(self).__name__} does not support {flag}={value!r}: {reason}"
                 )
+        self._sg_ready = True  # from here on, a new reset_mechanism goes to _set_reset
+
+    # --- reset_mechanism after construction (the host's property) ------------------------------
+    def _reset_cases(self, reset_mechanism: str) -> None:
+        """The host's setter of ``reset_mechanism`` calls this first: after construction the
+        rule follows the new value (or the assignment raises), never silently keeps the old."""
+        super()._reset_cases(reset_mechanism)
+        if getattr(self, "_sg_ready", False):
+            self._set_reset(reset_mechanism)
+
+    def _set_reset(self, reset_mechanism: str) -> None:
+        """Hook: rebuild the rule for ``reset_mechanism`` or raise ``ValueError`` naming why."""
+        if reset_mechanism != self.reset_mechanism:
+            raise ValueError(f"{type(self).__name__} cannot change reset_mechanism to "
+                             f"{reset_mechanism!r}: its rule's reset is fixed "
+                             f"({self.reset_mechanism!r})")
 
     def _add_state(self, name: str) -> None:
         """Declare an extra per-neuron state tensor (lazy, reset with ``mem``)."""
@@ -259,6 +275,9 @@ class SpikegradLeaky(snn.Leaky):
 
     def _load_from_state_dict(self, *args: Any, **kwargs: Any) -> None:
         super()._load_from_state_dict(*args, **kwargs)
+        loaded = list(snn.SpikingNeuron.reset_dict)[int(self.reset_mechanism_val)]
+        if loaded != self.reset_mechanism:  # a state saved with another reset: follow it
+            self.reset_mechanism = loaded
         self._on_load()
 
     def _on_load(self) -> None:

@@ -122,6 +122,9 @@ class ResetTermLeaky(SpikegradLeaky):
         if self.tau_s is not None:
             self._add_state("trace")
 
+    def _set_reset(self, reset_mechanism: str) -> None:
+        check_choice("reset_mechanism", reset_mechanism, reset_term.MECHANISMS)  # no "none"
+
     def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         spk, u = reset_term.step(
             input_, mem, beta=self.beta.clamp(0, 1), threshold=self.threshold,

@@ -7,11 +7,12 @@ the host idioms are :mod:`spikegrad.adapters.snntorch`.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 
-from spikegrad._checks import check_float_tensor
+from spikegrad._checks import check_choice, check_float_tensor
 from spikegrad.adapters.na_window import Window, eager, na_step
 from spikegrad.adapters.snntorch import SpikegradLeaky
 from spikegrad.neurons.snntorch import _UNSUPPORTED, _UNUSED_SPIKE_GRAD, _exact, _host_flags
@@ -83,6 +84,7 @@ class NALeaky(SpikegradLeaky):
         error: str = "accumulated",
         rescale: na.Rescale | None = None,
     ) -> None:
+        check_choice("reset_mechanism", reset_mechanism, ("zero", "subtract"))
         rule = na.NA(beta=beta, threshold=threshold, tau_s=tau_s, distance=distance,
                      clamp=clamp, error=error, reset=reset_mechanism)
         if rescale is not None and not isinstance(rescale, na.Rescale):
@@ -157,6 +159,11 @@ class NALeaky(SpikegradLeaky):
 
     def _on_reset(self) -> None:
         self._window = None
+
+    def _set_reset(self, reset_mechanism: str) -> None:
+        check_choice("reset_mechanism", reset_mechanism, ("zero", "subtract"))
+        self.rule = dataclasses.replace(self.rule, reset=reset_mechanism)
+        self._window = None  # a recorded window replays with the reset it was recorded with
 
     def _host_touch(self) -> None:
         super()._host_touch()

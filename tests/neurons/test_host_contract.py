@@ -306,3 +306,34 @@ def test_na_node_refuses_an_assigned_v_instead_of_ignoring_it(mode):
     node = copy.deepcopy(node).double()
     out = node(x if mode == "m" else x[1])
     assert out.dtype == F64
+
+
+def test_reset_mechanism_set_after_construction_is_followed_or_refused():
+    """snntorch's ``reset_mechanism`` is a settable property: the rule follows it (NA's replay
+    included, equal to a neuron built with it), or the assignment raises; state_dicts saved with
+    another reset carry it over."""
+    cur = _inputs(10)[:T].requires_grad_(True)
+    g = torch.randn(T, B, N, generator=torch.Generator().manual_seed(11), dtype=F64)
+    for make in (lambda **kw: neurons.NALeaky(0.8, **kw),
+                 lambda **kw: neurons.ResetTermLeaky(0.9, **kw)):
+        changed, built = make().double(), make(reset_mechanism="subtract").double()
+        changed.reset_mechanism = "subtract"
+        (a, ma), (b, mb) = _loop(changed, cur), _loop(built, cur)
+        assert torch.equal(a, b) and torch.equal(ma, mb)
+        (ga,) = torch.autograd.grad((a * g).sum(), cur)
+        (gb,) = torch.autograd.grad((b * g).sum(), cur)
+        torch.testing.assert_close(ga, gb, rtol=1e-12, atol=1e-12)
+        zero = make().double()
+        (z, _) = _loop(zero, cur)
+        assert not torch.equal(z, a)  # the two resets differ on this input
+        loaded = make().double()
+        loaded.load_state_dict(built.state_dict())
+        assert loaded.reset_mechanism == "subtract"
+        assert torch.equal(_loop(loaded, cur)[0], b)
+    for lif, value in ((neurons.NALeaky(0.8), "none"), (neurons.ResetTermLeaky(0.9), "none"),
+                       (neurons.HTDGLIFLeaky(), "subtract"),
+                       (neurons.MultiStrengthLeaky(), "zero")):
+        before = lif.reset_mechanism
+        with pytest.raises(ValueError, match="reset_mechanism"):
+            lif.reset_mechanism = value
+        assert lif.reset_mechanism == before
