@@ -11,8 +11,11 @@ an output neuron of that kind is a class the network never predicts. No error sa
 * (BPSA) the whole layer emitted no spike during one training sequence;
 * at least :data:`DEAD_FRACTION` of the layer's neurons got no gradient for any sample during
   :data:`DEAD_WINDOW` consecutive training sequences, in two windows in a row;
-* in a layer of at most :data:`NARROW` neurons (an output layer) any neuron emitted no spike for
-  any sample during such a window, twice in a row: its class is never predicted.
+* in a layer of at most :data:`NARROW` neurons (an output layer) any neuron (BPSA: it never
+  comes back) or at least :data:`MULTISTRENGTH_SILENT` of them (multi-strength: a silent neuron
+  whose potential stays in the window still learns, and one or two silent classes of ten are
+  seen early in networks that learn) emitted no spike for any sample during such a window,
+  twice in a row: their classes are never predicted.
 
 A neuron counts per feature (channel and position of a convolution), over every sample of the
 window, so a neuron silent for one batch but active in another is not counted.
@@ -33,14 +36,16 @@ import torch
 
 __all__ = ["SilenceWatch", "multistrength_window", "BPSA_FIX", "BPSA_DEAD_FIX",
            "MULTISTRENGTH_FIX", "BPSA_REASON", "MULTISTRENGTH_REASON", "DEAD_WINDOW",
-           "DEAD_FRACTION", "NARROW"]
+           "DEAD_FRACTION", "NARROW", "MULTISTRENGTH_SILENT"]
 
 #: training sequences in one window of the dead-neuron check
 DEAD_WINDOW = 20
 #: fraction of a layer's neurons without gradient through a whole window that warns
 DEAD_FRACTION = 0.5
-#: a layer of at most this many neurons per sample (an output layer) warns for any dead neuron
+#: a layer of at most this many neurons per sample (an output layer) warns for silent neurons
 NARROW = 64
+#: multi-strength: the fraction of a narrow layer's neurons silent through a window that warns
+MULTISTRENGTH_SILENT = 0.3
 
 BPSA_FIX = ("Start training with the paper's ReLU warm-up, e.g. "
             "`with spikegrad.recipes.warm_up(net): ...` around the first steps (README: 'Make "
@@ -124,15 +129,19 @@ class SilenceWatch:
         reason: ``(what a dead neuron did, why it does not learn)`` for the message.
         window, dead_fraction, narrow: the dead-neuron check (:data:`DEAD_WINDOW`,
             :data:`DEAD_FRACTION`, :data:`NARROW`).
+        narrow_silent: the fraction of a narrow layer's neurons that must be silent through a
+            window (0: any neuron; multi-strength: :data:`MULTISTRENGTH_SILENT`).
     """
 
     def __init__(self, owner: str, fix: str | None, dead_fix: str | None = None, *,
                  reason: tuple[str, str] = BPSA_REASON, window: int = DEAD_WINDOW,
-                 dead_fraction: float = DEAD_FRACTION, narrow: int = NARROW) -> None:
+                 dead_fraction: float = DEAD_FRACTION, narrow: int = NARROW,
+                 narrow_silent: float = 0.0) -> None:
         self.owner, self.fix = owner, fix
         self.dead_fix = fix if dead_fix is None else dead_fix
         self.reason = reason
         self.window, self.dead_fraction, self.narrow = window, dead_fraction, narrow
+        self.narrow_silent = narrow_silent
         self.warned = False
         self._strikes = 0  # consecutive windows over the limit
         self._reset_sums()
@@ -229,7 +238,8 @@ class SilenceWatch:
             return  # a total only
         silent, dead, n = int(values[1]), int(values[2]), int(n)
         wide = dead >= self.dead_fraction * n  # no gradient: they cannot come back
-        narrow = n <= self.narrow and silent > 0  # an output layer: classes never predicted
+        narrow = (n <= self.narrow and silent > 0  # an output layer: classes never predicted
+                  and silent >= self.narrow_silent * n)
         self._strikes = self._strikes + 1 if wide or narrow else 0
         if self._strikes < 2:
             return

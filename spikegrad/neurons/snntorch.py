@@ -17,6 +17,7 @@ from spikegrad.adapters.silence import (
     BPSA_FIX,
     MULTISTRENGTH_FIX,
     MULTISTRENGTH_REASON,
+    MULTISTRENGTH_SILENT,
     SilenceWatch,
     multistrength_window,
 )
@@ -274,7 +275,8 @@ class MultiStrengthLeaky(SpikegradLeaky):
         )
         self._setup(flags, reset_delay)
         self._dead = SilenceWatch(type(self).__name__, None, MULTISTRENGTH_FIX,
-                                  reason=MULTISTRENGTH_REASON)
+                                  reason=MULTISTRENGTH_REASON,
+                                  narrow_silent=MULTISTRENGTH_SILENT)
 
     def _step(self, input_: torch.Tensor, mem: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         theta, v = multistrength.step(input_, mem, self.rule)

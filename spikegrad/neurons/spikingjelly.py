@@ -26,6 +26,7 @@ from spikegrad.adapters.silence import (
     BPSA_FIX,
     MULTISTRENGTH_FIX,
     MULTISTRENGTH_REASON,
+    MULTISTRENGTH_SILENT,
     SilenceWatch,
     multistrength_window,
 )
@@ -430,7 +431,8 @@ class MultiStrengthIFNode(SpikegradNode):
                         step_mode=step_mode, backend=backend, store_v_seq=store_v_seq)
         self.rule_cfg = rule
         self._dead = SilenceWatch(type(self).__name__, None, MULTISTRENGTH_FIX,
-                                  reason=MULTISTRENGTH_REASON)
+                                  reason=MULTISTRENGTH_REASON,
+                                  narrow_silent=MULTISTRENGTH_SILENT)
         self._finish_init()
 
     def extra_repr(self) -> str:
