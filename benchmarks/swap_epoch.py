@@ -144,7 +144,7 @@ def cmd_run(args) -> None:
     logs = Path(args.logs)
     logs.mkdir(parents=True, exist_ok=True)
     tree, commit = snapshot(args.ref, logs)
-    have = done(logs / "runs.jsonl")
+    have = set(done(logs / "runs.jsonl")) | set(args.exclude)
     todo = [(cfg, seed) for seed in args.seeds
             for cfg in configs(args.hosts, args.rules, args.swaps, args.recipes,
                                not args.no_fixes)
@@ -153,6 +153,41 @@ def cmd_run(args) -> None:
     with concurrent.futures.ThreadPoolExecutor(args.jobs) as pool:
         list(pool.map(lambda job: run_one(job[0], job[1], args.channels, tree, commit, logs),
                       todo))
+
+
+def cmd_adopt(args) -> None:
+    """Rows for runs that finished after their runner was stopped (the log is the record)."""
+    logs = Path(args.logs)
+    have = done(logs / "runs.jsonl")
+    every = {name(*cfg, seed): (cfg, seed) for seed in range(10)
+             for cfg in configs(HOSTS, RULES, ["hidden", "all"], [False, True])}
+    for n in args.names:
+        if n in have:
+            continue
+        (host, rule, recipe, swap, option), seed = every[n]
+        out = (logs / f"{n}.log").read_text()
+        header = out.splitlines()[:2]
+        commit = header[1].split("commit ")[1].split(")")[0]
+        started = header[1].split("started ")[1]
+        match = RESULT.search(out)
+        if not match:
+            print(f"{n}: no result line yet")
+            continue
+        wall = (datetime.datetime.fromtimestamp((logs / f"{n}.log").stat().st_mtime)
+                - datetime.datetime.fromisoformat(started)).total_seconds()
+        row = {"name": n, "host": host, "rule": rule, "recipe": recipe, "swap": swap,
+               "option": option, "seed": seed,
+               "channels": args.channels if host == "spikingjelly_csnn" else None,
+               "command": header[0][2:], "commit": commit, "rc": 0, "wall_s": round(wall, 1),
+               "started": started, "adopted": True,
+               "acc": float(match["acc"]), "loss": float(match["loss"]),
+               "finite": match["finite"] == "True", "min_grad": float(match["grad"]),
+               "train_s": float(match["train"]), "total_s": float(match["total"]),
+               "line": next(ln for ln in out.splitlines() if ln.startswith("result: ")),
+               "warnings": [ln.strip() for ln in out.splitlines() if "Warning:" in ln]}
+        with open(logs / "runs.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        print(f"{n}: adopted {row['acc']}")
 
 
 def _fmt(accs: list[float]) -> str:
@@ -208,13 +243,20 @@ def main(argv=None) -> None:
     r.add_argument("--channels", type=int, default=16)
     r.add_argument("--jobs", type=int, default=2)
     r.add_argument("--no-fixes", action="store_true", help="skip the FIXES rows")
+    r.add_argument("--exclude", nargs="+", default=[], metavar="NAME",
+                   help="runs not to start (e.g. still running elsewhere; see adopt)")
     r.add_argument("--ref", default="HEAD", help="the commit to run (a git archive snapshot)")
     r.add_argument("--logs", default="/tmp/swap_runs")
+    a = sub.add_parser("adopt", help="record finished runs whose runner was stopped: their "
+                                     "logs have a result line but runs.jsonl has no row")
+    a.add_argument("names", nargs="+")
+    a.add_argument("--logs", default="/tmp/swap_runs")
+    a.add_argument("--channels", type=int, default=16)
     t = sub.add_parser("table")
     t.add_argument("--logs", default="/tmp/swap_runs")
     t.add_argument("--out", default=None)
     args = p.parse_args(argv)
-    (cmd_run if args.cmd == "run" else cmd_table)(args)
+    {"run": cmd_run, "table": cmd_table, "adopt": cmd_adopt}[args.cmd](args)
 
 
 if __name__ == "__main__":
