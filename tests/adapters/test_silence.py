@@ -332,6 +332,25 @@ def test_cuda_path_reads_only_completed_copies():
             torch.cuda.synchronize()
 
 
+@pytest.mark.parametrize("watch", [SilenceWatch("X", "fix", window=2),
+                                   SilenceWatch("X", None, window=2)],
+                         ids=["bpsa", "multistrength"])
+def test_cuda_watch_never_synchronises(watch):
+    """torch's sync debug mode raises on any host synchronisation inside observe/boundary."""
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    out = torch.rand(B, 100, device="cuda").round()
+    window = torch.ones(B, 100, device="cuda", dtype=torch.bool)
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for _ in range(8):
+            for _ in range(T):
+                watch.observe(out, gradient=window)
+            watch.boundary()
+    finally:
+        torch.cuda.set_sync_debug_mode("default")
+
+
 def test_constants_are_exported():
     assert silence.DEAD_FRACTION == 0.5 and silence.NARROW == 64
     assert silence.MULTISTRENGTH_SILENT == 0.3
