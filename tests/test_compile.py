@@ -51,11 +51,41 @@ TOL = {"rtol": 1e-10, "atol": 1e-12}
 N_IN, HIDDEN, N_OUT, B = 12, 16, 5, 4
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _cold_inductor_cache(fresh_inductor_cache):
+    """This module compiles against a new, empty Inductor cache (tests/conftest.py)."""
+    return fresh_inductor_cache
+
+
 @pytest.fixture(autouse=True)
 def _fresh_dynamo():
     torch._dynamo.reset()
     yield
     torch._dynamo.reset()
+
+
+def test_inductor_writes_to_the_fresh_cache(fresh_inductor_cache):
+    """The fixture takes effect: an Inductor compile of a graph no other test compiles writes
+    its FX graph into the module's fresh directory (Inductor reads TORCHINDUCTOR_CACHE_DIR at
+    each use), and the compiled function equals eager."""
+    import os
+
+    from torch._inductor.runtime.cache_dir_utils import cache_dir
+
+    if fresh_inductor_cache is None:
+        pytest.skip("SPIKEGRAD_TEST_INDUCTOR_CACHE=keep: the usual cache is used")
+    assert cache_dir() == fresh_inductor_cache
+    before = set(os.listdir(fresh_inductor_cache))
+
+    def f(x):
+        return torch.sin(x) * 3.25 + x.cumsum(0)
+
+    x = torch.randn(7, 3, dtype=DTYPE)
+    torch.testing.assert_close(torch.compile(f, fullgraph=True, backend="inductor")(x), f(x),
+                               **TOL)
+    written = set(os.listdir(fresh_inductor_cache)) - before
+    assert "fxgraph" in written or "fxgraph" in before, sorted(written)
+    assert any(os.scandir(os.path.join(fresh_inductor_cache, "fxgraph")))
 
 
 

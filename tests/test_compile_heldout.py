@@ -26,6 +26,7 @@ their shapes). Networks:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import gc
 import warnings
@@ -58,6 +59,12 @@ from tests.compile_helpers import forward_backward  # noqa: E402
 DTYPE = torch.float64
 TOL = {"rtol": 1e-10, "atol": 1e-12}
 T = 3
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _cold_inductor_cache(fresh_inductor_cache):
+    """This module compiles against a new, empty Inductor cache (tests/conftest.py)."""
+    return fresh_inductor_cache
 
 
 @pytest.fixture(autouse=True)
@@ -593,6 +600,97 @@ def test_spikingjelly_batch_sizes(name, mode, dynamic):
         for a, b in zip([*out, *g_out], [*eager, *g_eager], strict=True):
             torch.testing.assert_close(a, b, **TOL)
     assert _graphs() <= (1 if dynamic else 2), f"{_graphs()} graphs for 3 batch sizes"
+
+
+
+# --- a cold compile after other models ----------------------------------------------------------
+@contextlib.contextmanager
+def _collector_before_guards():
+    """Runs the cycle collector each time dynamo starts building the guards of a compiled frame
+    (after tracing and the backend's compile): a deterministic stand-in for a collection that a
+    cold Inductor compile sets off by its allocations (objects that died in cycles, such as
+    earlier networks, are freed between dynamo's trace and its guards)."""
+    from torch._dynamo import guards
+
+    build = guards.CheckFunctionManager.__init__
+
+    def collect_then_build(self, *args, **kwargs):
+        gc.collect()
+        return build(self, *args, **kwargs)
+
+    guards.CheckFunctionManager.__init__ = collect_then_build
+    try:
+        yield
+    finally:
+        guards.CheckFunctionManager.__init__ = build
+
+
+def _compile_after_other_models(reset_inside):
+    """Two other spikingjelly networks compiled first (``torch._dynamo.reset()`` before each,
+    reset by ``functional.reset_net``, so the host's process-wide reset cache holds them), then
+    left as cyclic garbage; then a ``MultiStrengthIFNode`` CSNN in step mode ``"m"`` compiled
+    with ``fullgraph=True`` by Inductor on a new, empty cache, the cycle collector run before
+    dynamo builds its guards. ``reset_inside``: the reset called inside the compiled forward
+    (``None``: ``functional.reset_net`` before each call, outside)."""
+    from torch._inductor.utils import fresh_cache
+
+    enabled = gc.isenabled()
+    try:
+        with fresh_cache():
+            others = []
+            for name, mode, backend in (("ResetTermLIFNode", "s", "aot_eager"),
+                                        ("HTDGLIFNode-paper", "m", "inductor")):
+                torch._dynamo.reset()
+                torch._dynamo.utils.counters.clear()
+                torch.manual_seed(0)
+                other = csnn(NODES[name], mode)
+                x = _input((T, 2, 1, 8, 8), 3.0)
+                check_compiles(Steps(other, mode), (x,), [x, other[0].weight], backend=backend,
+                               reset=lambda net=other: sj_functional.reset_net(net))
+                other.cycle = [other]  # freed only by the cycle collector
+                others.append(other)
+            gc.collect()
+            gc.disable()  # the collector runs where _collector_before_guards runs it
+            del others, other
+            torch._dynamo.reset()
+            torch._dynamo.utils.counters.clear()
+            torch.manual_seed(0)
+            net = csnn(NODES["MultiStrengthIFNode"], "m")
+            sj_functional.reset_net(net)  # in the host's cache, after the two dead networks
+            x = _input((T, 2, 1, 8, 8), 3.0)
+            outside = None if reset_inside else (lambda: sj_functional.reset_net(net))
+            with _collector_before_guards():
+                out = check_compiles(Steps(net, "m", reset=reset_inside), (x,),
+                                     [x, net[0].weight, net[5].weight], backend="inductor",
+                                     reset=outside)
+            _fires(*out)
+    finally:
+        if enabled:
+            gc.enable()
+
+
+@pytest.mark.parametrize("reset_inside", [None, reset_net], ids=["reset-outside",
+                                                                  "spikegrad-reset_net-inside"])
+def test_multistrength_node_m_compiled_cold_after_other_models(reset_inside):
+    """Reported: this sequence raised ``IndexError: list index out of range`` in dynamo's guard
+    building (torch/_guards.py get_value) with a fresh TORCHINDUCTOR_CACHE_DIR and passed with a
+    warm one. Reset outside, or by spikegrad's ``reset_net`` inside the compiled forward (which
+    resets the modules directly while torch.compile traces): no graph break, compiled equals
+    eager (outputs and gradients), one graph, although networks in the host's reset cache die
+    while the compile runs."""
+    _compile_after_other_models(reset_inside)
+
+
+@pytest.mark.xfail(strict=True, raises=IndexError, reason=(
+    "host + torch: spikingjelly 2.0's functional.reset_net traced inside a compiled forward makes "
+    "dynamo guard its process-wide WeakKeyDictionary by key position "
+    "(list(dict.keys(_RESET_MODULE_CACHE.data))[i], torch/_dynamo/guards.py GuardBuilder.__init__ "
+    "-> torch/_guards.py ChainedSource.get_value); an earlier network freed by the cycle "
+    "collector during the compile (a cold Inductor compile allocates enough to run it) removes "
+    "its key before the guards are built: IndexError. spikegrad's reset_net does not trace that "
+    "cache"))
+def test_host_reset_net_inside_compiled_cold_after_other_models_fails_in_torch():
+    _compile_after_other_models(sj_functional.reset_net)
 
 
 # --- TTFS losses ----------------------------------------------------------------------------------
