@@ -190,6 +190,17 @@ def cmd_adopt(args) -> None:
         print(f"{n}: adopted {row['acc']}")
 
 
+def _short(warning: str) -> str:
+    """``...: RuntimeWarning: Node: k of this layer's n neurons (p %) ...`` -> ``Node k/n``."""
+    m = re.search(r"RuntimeWarning: (\w+): (?:(\d+) of this layer's (\d+) neurons( \(\d+ %\))?"
+                  r"|this layer emitted no spike)", warning)
+    if not m:
+        return warning[:50]
+    if m[2] is None:
+        return f"{m[1]} silent sequence"
+    return f"{m[1]} {m[2]}/{m[3]} {'no gradient' if m[4] else 'output never spikes'}"
+
+
 def _fmt(accs: list[float]) -> str:
     if not accs:
         return "—"
@@ -204,26 +215,27 @@ def cmd_table(args) -> None:
     for r in rows:
         groups.setdefault((r["host"], r["rule"], r["recipe"], r["swap"], r.get("option")),
                           []).append(r)
-    ref = {h: [r["acc"] for r in sorted(groups.get((h, "baseline", False, s, None), []),
-                                        key=lambda r: r["seed"])]
+    ref = {h: {r["seed"]: r["acc"] for r in groups.get((h, "baseline", False, s, None), [])}
            for h, s in (("snntorch_tutorial", None), ("spikingjelly_csnn", "all"))}
-    out = ["| host | rule | swap | setting | test acc % mean ± sd (seeds) | Δ vs host | "
-           "wall s per run | warnings |", "|---|---|---|---|---|---|---|---|"]
+    out = ["| host | rule | swap | setting | test acc % mean ± sd (seeds) | Δ vs host, same "
+           "seeds | wall s per run | warnings |", "|---|---|---|---|---|---|---|---|"]
     order = {r: i for i, r in enumerate(RULES)}
     for key in sorted(groups, key=lambda k: (HOSTS.index(k[0]), order[k[1]], k[2],
                                              k[3] or "", k[4] or "")):
         host, rule, recipe, swap, option = key
         rs = sorted(groups[key], key=lambda r: r["seed"])
         accs = [r["acc"] for r in rs]
-        base = ref[host]
-        delta = (f"{statistics.mean(accs) - statistics.mean(base):+.2f}"
-                 if base and rule != "baseline" else "ref" if rule == "baseline" else "")
+        paired = [r["acc"] - ref[host][r["seed"]] for r in rs if r["seed"] in ref[host]]
+        delta = ("ref" if rule == "baseline" else f"{statistics.mean(paired):+.2f}"
+                 + (f" (seeds {', '.join(str(r['seed']) for r in rs)})"
+                    if len(paired) < len(ref[host]) else "") if paired else "")
         nwarn = sum(bool(r["warnings"]) for r in rs)
+        said = sorted({_short(w) for r in rs for w in r["warnings"]})
         setting = (f"`{option}`" if option else "default = recipe"
                    if (host, rule) in SAME_WITH_RECIPE else "recipe" if recipe else "default")
         out.append(f"| {host} | {rule} | {swap or 'all'} | {setting} | {_fmt(accs)} | {delta} | "
                    f"{statistics.mean(r['wall_s'] for r in rs):.0f} | "
-                   f"{f'{nwarn}/{len(rs)} runs' if nwarn else '—'} |")
+                   f"{f'{nwarn}/{len(rs)} runs: ' + '; '.join(said) if nwarn else '—'} |")
     text = "\n".join(out) + "\n"
     if args.out:
         Path(args.out).write_text(text)
