@@ -35,6 +35,7 @@ from torch import nn  # noqa: E402
 from spikegrad import neurons  # noqa: E402
 from spikegrad.adapters.spikingjelly import IS_SJ2  # noqa: E402
 from spikegrad.rules import surrogate  # noqa: E402
+from tests.neurons.test_snntorch_neurons import run as _loop  # noqa: E402  (the host's loop)
 
 F64 = torch.float64
 T, B, N = 6, 3, 5
@@ -220,16 +221,6 @@ SNN = {
     "HTDGLIFLeaky": lambda **kw: neurons.HTDGLIFLeaky(**kw),
     "MultiStrengthLeaky": lambda **kw: neurons.MultiStrengthLeaky(**kw),
 }
-
-
-def _loop(lif, cur):
-    mem = lif.reset_mem()
-    outs, mems = [], []
-    for t in range(cur.shape[0]):
-        out, mem = lif(cur[t], mem)
-        outs.append(out)
-        mems.append(mem)
-    return torch.stack(outs), torch.stack(mems)
 
 
 @pytest.mark.parametrize("name", list(SNN))
