@@ -100,10 +100,11 @@ def build(case: str, rule: str, swap: str, opts: dict, channels: int, votes: int
         return MLP(), dict(T=4, batch=64, lr=1e-3, shape=(1, 28, 28), loss="mse")
     if case == "csnn":
         import csnn as host
-        make = (lambda output: sj_node(rule, opts) if (swap == "all" or not output)
-                else sj_node("host", {}))
-        return host.CSNN(make, channels, 10 * votes), dict(T=4, batch=64, lr=2e-3, shape=(1, 28, 28),
-                                                loss="mse")
+
+        def make(output):
+            return sj_node(rule, opts) if (swap == "all" or not output) else sj_node("host", {})
+        return host.CSNN(make, channels, 10 * votes), dict(T=4, batch=64, lr=2e-3,
+                                                           shape=(1, 28, 28), loss="mse")
     if case == "tutorial":
         import tutorial as host
         return (host.TutorialNet(lambda output: snn_neuron(rule, opts), 10 * votes),
@@ -182,7 +183,7 @@ class Recorder:
                 out, x = torch.stack(rec["out"]), torch.stack(rec["in"])
                 T = len(rec["out"])
 
-                def stack(d, like):
+                def stack(d, like, T=T):
                     if not d:
                         return None
                     return torch.stack([d.get(t, torch.zeros_like(like[t])) for t in range(T)])
