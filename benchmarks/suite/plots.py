@@ -257,13 +257,20 @@ SPEED_TITLES = {
 }
 
 
+#: bar colours of the speed bars: eager and compiled
+VARIANT_COLORS = {"eager": "#4C72B0", "compiled": "#55A868"}
+
+
 def speed(rows: list[dict[str, Any]], path: Path) -> Path | None:
     """Per (framework, what) at the largest size: forward + backward time against T (top,
-    log scale, in ms) and the time over the host's native LIF (bottom; below 1: faster)."""
+    log scale, in ms) and the time over the host's native LIF (bottom; below 1: faster).
+    One T only (the tutorial set): bars instead (:func:`speed_bars`)."""
     ok = [r for r in rows if r.get("mode") == "speed" and r.get("status") == "ok"
           and r["T"] <= 64]
     if not ok:
         return None
+    if len({r["T"] for r in ok}) == 1:
+        return speed_bars(ok, path)
     from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullFormatter
 
     plt = _plt()
@@ -314,6 +321,77 @@ def speed(rows: list[dict[str, Any]], path: Path) -> Path | None:
     fig.suptitle("Speed per rule against the host's own LIF\n" + textwrap.fill(
         ", ".join(shared) + "; largest layer size measured (all sizes in summary.md)",
         _chars(fig)), fontsize=11)
+    _save(fig, path)
+    plt.close(fig)
+    return path
+
+
+def speed_bars(ok: list[dict[str, Any]], path: Path) -> Path:
+    """One T: a panel per (measurement, framework), a group of bars per rule, one bar per
+    variant (eager, compiled) side by side, forward below and backward above, each labelled
+    with its total ms and its ratio to the host's LIF in the same variant."""
+    plt = _plt()
+    base = sorted({r["what"].removesuffix("-compiled") for r in ok},
+                  key=lambda w: list(SPEED_TITLES).index(w) if w in SPEED_TITLES else 99)
+    fws = sorted({r["framework"] for r in ok})
+    n_rules = len({r["rule"] for r in ok})
+    fig, axes = plt.subplots(len(base), len(fws), squeeze=False, layout="constrained",
+                             figsize=(max(6.5, 1.6 * n_rules + 1.5) * len(fws) + 0.5,
+                                      3.9 * len(base) + 1.2))
+    handles = {}
+    for i, what in enumerate(base):
+        for j, fw in enumerate(fws):
+            ax = axes[i][j]
+            sel = [r for r in ok if r["framework"] == fw
+                   and r["what"].removesuffix("-compiled") == what]
+            if not sel:
+                ax.set_axis_off()
+                continue
+            n = max(r["neurons"] for r in sel)
+            sel = [r for r in sel if r["neurons"] == n]
+            rules = sorted({r["rule"] for r in sel},
+                           key=lambda x: (x != "native", _order((x,))))
+            variants = [v for v in ("eager", "compiled")
+                        if any((r["what"].endswith("-compiled")) == (v == "compiled")
+                               for r in sel)]
+            width = 0.8 / len(variants)
+            for k, variant in enumerate(variants):
+                name = what + ("-compiled" if variant == "compiled" else "")
+                by_rule = {r["rule"]: r for r in sel if r["what"] == name}
+                native = by_rule.get("native")
+                ref = (native["step_ms_forward"] + native["step_ms_backward"]) if native else None
+                xs = [x + (k - (len(variants) - 1) / 2) * width
+                      for x, rule in enumerate(rules) if rule in by_rule]
+                pick = [by_rule[rule] for rule in rules if rule in by_rule]
+                fwd = [r["step_ms_forward"] for r in pick]
+                bwd = [r["step_ms_backward"] for r in pick]
+                color = VARIANT_COLORS[variant]
+                h1 = ax.bar(xs, fwd, width * 0.95, color=color, edgecolor="white")
+                h2 = ax.bar(xs, bwd, width * 0.95, bottom=fwd, color=color, alpha=0.45,
+                            hatch="//", edgecolor="white")
+                handles.setdefault(f"{variant}: forward", h1)
+                handles.setdefault(f"{variant}: backward", h2)
+                labels = [f"{f + b:.1f}" + (f"\n{(f + b) / ref:.2f}x" if ref else "")
+                          for f, b in zip(fwd, bwd, strict=True)]
+                ax.bar_label(h2, labels, padding=2, fontsize=7)
+            ax.set_xticks(range(len(rules)),
+                          ["host's LIF" if r == "native" else r for r in rules], fontsize=8)
+            ax.margins(y=0.22)
+            ax.grid(axis="y", alpha=0.3)
+            ax.set_axisbelow(True)
+            size = "784-1000-10" if what == "tutorial" else f"{n} neurons"
+            ax.set_title(f"{fw}: {SPEED_TITLES.get(what, what).replace(', eager', '')}, "
+                         f"{size}", fontsize=10)
+            if j == 0:
+                ax.set_ylabel("ms per call (median)")
+    shared = settings(ok, SPEED_WORDS)[0]
+    fig.legend(handles.values(), handles.keys(), loc="outside lower center",
+               ncols=min(len(handles), 4))
+    T = ok[0]["T"]
+    fig.suptitle("Speed per rule against the host's own LIF (on each bar: forward + backward "
+                 "ms, and its ratio to the host's LIF in the same variant)\n" + textwrap.fill(
+                     ", ".join([f"T={T}", *shared]) + "; largest layer size measured (all "
+                     "sizes in summary.md)", _chars(fig)), fontsize=11)
     _save(fig, path)
     plt.close(fig)
     return path

@@ -403,11 +403,13 @@ def speed_tables(rows: list[dict[str, Any]], terminal: bool = False) -> list[Tab
               r["device"], r.get("threads")): _step_ms(r)
              for r in speed if r.get("status") == "ok" and not r["what"].endswith("-compiled")}
     speedup = any(r["what"].endswith("-compiled") for r in speed)
+    limit = any(r.get("fused_bytes_per_neuron_step") is not None for r in speed)
     out: list[Table | str] = [
         f"Speed: {', '.join(shared)}; milliseconds per call (median); \"vs native\" is the "
         "time over the host's own LIF at the same size (below 1: faster)"
         + ("; \"compile gain\" is a compiled case's eager time over its compiled time "
-           "(same rule and size; above 1: compiling pays)." if speedup else ".")]
+           "(same rule and size; above 1: compiling pays)." if speedup else "."),
+        *_bandwidth_lines(speed, limit)]
     for fw in sorted({r["framework"] for r in speed}):
         table = Table(f"{fw} (speed)", [
             "what", "rule", "impl", *extra, "neurons", "T", "forward ms", "backward ms",
@@ -443,7 +445,55 @@ def speed_tables(rows: list[dict[str, Any]], terminal: bool = False) -> list[Tab
                 *([_f(gain, ".2f") + ("x" if gain is not None else "")] if speedup else []),
                 *([_f(r["peak_mem_mb"], ".1f")] if peak else [])])
         out.append(table)
+        if limit:
+            out.append(_limit_table(fw, [r for r in speed if r["framework"] == fw], extra,
+                                    differing))
     return out
+
+
+def _limit_table(fw: str, rows: list[dict[str, Any]], extra: list[str],
+                 differing: Callable) -> Table:
+    """The neuron-alone rows against the memory limit: the fused path's bytes per
+    neuron-step, the achieved bandwidth, and its share of the copy's."""
+    table = Table(f"{fw} (speed against the memory limit: the neuron alone)", [
+        "what", "rule", "impl", *extra, "neurons", "T", "fwd B", "bwd B", "fwd GB/s",
+        "bwd GB/s", "GB/s", "of copy"], [])
+    for r in sorted((r for r in rows if r.get("status") == "ok"
+                     and r.get("fused_bytes_per_neuron_step") is not None),
+                    key=lambda r: (r["what"], r["neurons"], r["T"], _order(r))):
+        share = r.get("of_copy")
+        table.body.append([
+            r["what"], r["rule"], r["impl"] or "–", *([differing(r)] if extra else []),
+            str(r["neurons"]), str(r["T"]),
+            _f(r["fused_bytes_per_neuron_step_forward"], ".1f"),
+            _f(r["fused_bytes_per_neuron_step_backward"], ".1f"),
+            _f(r.get("gbps_forward"), ".2f"), _f(r.get("gbps_backward"), ".2f"),
+            _f(r.get("gbps"), ".2f"), "–" if share is None else f"{100 * share:.1f} %"])
+    return table
+
+
+def _bandwidth_lines(speed: list[dict[str, Any]], limit: bool) -> list[str]:
+    """The memory bandwidth the rows were measured against (one line per distinct copy
+    measurement: rows reused from earlier runs carry their own) and what the columns mean."""
+    copies = sorted({(r["device"], r.get("threads"), r["copy_mib"], round(r["copy_gbps"], 2),
+                      round(r.get("copy_gbps_best") or r["copy_gbps"], 2), r.get("copy_blocks"))
+                     for r in speed if r.get("copy_gbps")}, key=str)
+    lines = [f"Memory bandwidth ({dev}{f', {th} threads' if th else ''}): a copy of {mib} MiB "
+             f"(dst.copy_(src), read + write bytes counted, GB = 1e9 bytes), {med:.2f} GB/s "
+             f"median of {n} blocks (best {best:.2f}), measured in the run that timed the rows."
+             for dev, th, mib, med, best, n in copies]
+    if limit:
+        lines.append(
+            "Against the memory limit (the neuron alone, spikegrad's rules): \"fwd B\" / "
+            "\"bwd B\" are the bytes the rule's fused kernels (Triton / CuPy) move per "
+            "neuron-step (T x batch x neurons of them), each distinct element read or written "
+            "once (spikegrad/rules/traffic.py; float32, the gradient of the output only); "
+            "\"fwd GB/s\" / \"bwd GB/s\": those bytes over the measured forward / backward "
+            "time, \"GB/s\" both over both; \"of copy\": GB/s over the copy's bandwidth. The "
+            "bytes are those of the fused path whatever \"impl\" ran: the torch references "
+            "(and NA's C++ kernel) that run on the CPU move more, so their share says how far "
+            "they are from what the fused path would need. The host's LIF has no byte model.")
+    return lines
 
 
 def _render(parts: list[Table | str], terminal: bool) -> str:

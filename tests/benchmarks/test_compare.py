@@ -451,16 +451,47 @@ def test_a_one_epoch_plot_is_bars_per_rule_and_says_what_ran(small_data, tmp_pat
 
 
 def test_the_speed_plot_has_time_and_ratio_axes(tmp_path, monkeypatch):
+    from suite import speed
+
+    monkeypatch.setattr(speed, "COPY_MIB", 8)
     figs = _figures(monkeypatch)
     assert compare.main(["--mode", "speed", "--quick", "--framework", "snntorch", "--rules",
-                         "na", "--min-run-time", "0.01", "--T", "4", "--out", str(tmp_path),
+                         "na", "--min-run-time", "0.01", "--out", str(tmp_path),
                          "--device", "cpu"]) == 0
     fig = figs["speed.png"]
     assert "batch 16, cpu" in fig["title"]
     assert fig["legend"] == ["host's native LIF", "na"]
     ratios = fig["lines"][2]  # layer panel, ratio row: native at 1.0
-    assert ratios[0] == [(4.0, 1.0)]
+    assert ratios[0] == [(4.0, 1.0), (8.0, 1.0)]
     assert "time / host's native LIF" in fig["text"] and "log scale" in fig["text"]
+
+
+def test_one_T_is_drawn_as_bars_not_a_column_of_dots(tmp_path, monkeypatch):
+    """One T (the tutorial set, or --T): a panel per measurement and framework, a bar per
+    rule and variant, forward below and backward above, labelled with the total and the
+    ratio to the host's LIF; no lines."""
+    from suite import plots, speed, store
+
+    rows = []
+    for what, scale in (("tutorial", 100.0), ("tutorial-compiled", 60.0),
+                        ("tutorial-neuron", 20.0), ("tutorial-neuron-compiled", 5.0)):
+        for k, rule in enumerate(("native", "reset-term")):
+            n = 1000 if "neuron" in what else 784
+            case = speed.Case("snntorch", rule, what, n, 128, 25, "cpu", 2)
+            rows.append(speed.row(case, step_ms_forward=scale * (1 + k) / 2,
+                                  step_ms_backward=scale / 4, impl="torch"))
+    figs = _figures(monkeypatch)
+    assert plots.speed(rows, tmp_path / "speed.png") == tmp_path / "speed.png"
+    fig = figs["speed.png"]
+    assert fig["lines"] == [[], []]  # two panels (network, neuron alone), bars only
+    assert fig["ticks"][0] == ["host's LIF", "reset-term"]
+    # per panel: eager forward (2 rules), eager backward, compiled forward, compiled backward
+    assert fig["bars"][0] == [50.0, 100.0, 25.0, 25.0, 30.0, 60.0, 15.0, 15.0]
+    assert fig["bars"][1] == [10.0, 20.0, 5.0, 5.0, 2.5, 5.0, 1.25, 1.25]
+    assert fig["legend"] == ["eager: forward", "eager: backward", "compiled: forward",
+                             "compiled: backward"]
+    assert "125.0\n1.67x" in fig["text"] and "T=25" in fig["title"]
+    assert store.speed_tables(rows)  # and the tables still render
 
 
 def test_a_plot_this_command_cannot_draw_is_not_left_from_an_earlier_one(tmp_path):
@@ -502,7 +533,10 @@ def test_the_printed_summary_fits_a_terminal_and_names_each_loss(small_data, tmp
     assert max(len(line) for line in md.splitlines()) > 120  # the full tables live here
 
 
-def test_the_printed_speed_summary_fits_a_terminal(tmp_path, capsys):
+def test_the_printed_speed_summary_fits_a_terminal(tmp_path, capsys, monkeypatch):
+    from suite import speed
+
+    monkeypatch.setattr(speed, "COPY_MIB", 8)
     assert compare.main(["--mode", "speed", "--quick", "--framework", "spikingjelly",
                          "--min-run-time", "0.01", "--T", "4", "--out", str(tmp_path),
                          "--device", "cpu"]) == 0
@@ -510,6 +544,15 @@ def test_the_printed_speed_summary_fits_a_terminal(tmp_path, capsys):
     printed = printed[printed.index("spikegrad benchmark"):]
     assert max(len(line) for line in printed.splitlines()) <= 120
     assert "vs native" in printed and "1.00x" in printed
+    # the memory limit: the copy's bandwidth, and a table of the neuron-alone rows
+    assert "a copy of 8 MiB" in printed and "GB/s median of 7 blocks" in printed
+    table = printed[printed.index("spikingjelly (speed against the memory limit"):]
+    head = table.splitlines()[1]
+    assert head.split()[-11:] == ["fwd", "B", "bwd", "B", "fwd", "GB/s", "bwd", "GB/s", "GB/s",
+                                  "of", "copy"]
+    body = [ln.split() for ln in table.split("\n\n")[0].splitlines()[3:]]
+    assert [b[1] for b in body] == ["reset-term", "na", "bpsa-bpta", "multi-strength"]
+    assert all(b[0] == "layer" and b[-1] == "%" for b in body)
 
 
 def test_the_text_table_cuts_cells_to_fit():

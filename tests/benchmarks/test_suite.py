@@ -163,13 +163,15 @@ def test_a_rule_trains_the_same_in_both_hosts(rule):
 def test_speed_measures_every_rule(framework, what):
     for rule in speed.SPEED_RULES:
         row = speed.measure(speed.Case(framework, rule, what, 16, 2, 3, "cpu"), 0.01)
-        assert 0 < row["step_ms_forward"] < 1e4 and 0 <= row["step_ms_backward"] < 1e4
+        assert 0 < row["step_ms_forward"] < 1e4 and 0 < row["step_ms_backward"] < 1e4
+        assert row["timed_calls"] >= speed.MIN_CALLS
         assert row["peak_mem_mb"] is None and row["impl"]
         if rule == "native":
             assert row["neuron_class"] == ("Leaky" if framework == "snntorch" else "LIFNode")
 
 
-def test_speed_mode_end_to_end_and_the_cpu_cap(tmp_path, capsys):
+def test_speed_mode_end_to_end_and_the_cpu_cap(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(speed, "COPY_MIB", 8)
     out = tmp_path / "s"
     argv = ["--mode", "speed", "--quick", "--framework", "snntorch", "--rules", "na",
             "--min-run-time", "0.01", "--out", str(out), "--device", "cpu"]
@@ -181,6 +183,12 @@ def test_speed_mode_end_to_end_and_the_cpu_cap(tmp_path, capsys):
     assert all(set(store.KEYS) <= set(r) and r["status"] == "ok" for r in rows)
     md = (out / "summary.md").read_text()
     assert "| 1.00x |" in md  # native against itself
+    # every row carries the run's copy bandwidth; the neuron-alone NA rows the fused bytes
+    assert len({r["copy_gbps"] for r in rows}) == 1 and rows[0]["copy_mib"] == 8
+    for r in rows:
+        alone = r["what"] == "layer" and r["rule"] == "na"
+        assert (r.get("gbps") is not None) == alone and (r.get("of_copy") is not None) == alone
+    assert "Memory bandwidth (cpu" in md and "(speed against the memory limit" in md
     assert (out / "speed.png").exists()
     assert compare.main(argv) == 0  # rerun: everything already measured
     assert len(store.Store(out).rows) == len(rows)
@@ -208,3 +216,53 @@ def test_speed_tutorial_network_cases():
         row = speed.measure(speed.Case(fw, "reset-term", "tutorial-neuron-compiled", 8, 2, 3,
                                        "cpu"), 0.01)
         assert row["step_ms_forward"] > 0 and row["warm_up_s"] > 0
+
+
+def test_speed_times_the_backward_itself_in_the_same_calls(monkeypatch):
+    """Forward and backward are each timed, in the same calls (a fake clock here): the backward
+    is no longer the difference of two separately timed medians, which a loaded machine made
+    negative and the table printed as a clamped "backward 0.000"."""
+    now = [0.0]
+    monkeypatch.setattr(speed.time, "perf_counter", lambda: now[0])
+    calls = []
+
+    def forward():
+        calls.append("f")
+        now[0] += 0.010 if len(calls) < 6 else 0.030  # forward slows down half-way
+        return len(calls)
+
+    def backward(out):
+        calls.append(("b", out))
+        now[0] += 0.002
+
+    f_ms, b_ms, n = speed.phases(forward, backward, 0.0, torch.device("cpu"))
+    assert n == speed.MIN_CALLS and len(calls) == 2 * n
+    assert calls[:4] == ["f", ("b", 1), "f", ("b", 3)]  # each backward gets its forward's result
+    assert b_ms == pytest.approx(2.0) and f_ms == pytest.approx(10.0)
+
+
+def test_the_copy_bandwidth_and_the_fused_bytes(monkeypatch):
+    """The copy counts read + write bytes; a neuron-alone row of a spikegrad rule gets the fused
+    kernels' bytes per neuron-step and the bandwidth they imply; other rows none."""
+    from spikegrad.rules import traffic
+
+    bw = speed.bandwidth("cpu", mib=4)
+    assert bw["copy_blocks"] == speed.COPY_BLOCKS and bw["copy_mib"] == 4
+    assert bw["copy_gbps"] == pytest.approx(2 * 4 * 2**20 / (bw["copy_ms"] * 1e-3) / 1e9)
+    assert bw["copy_gbps_best"] >= bw["copy_gbps"] > 0
+    case = speed.Case("spikingjelly", "reset-term", "layer", 16, 2, 3, "cpu")
+    cols = speed.fused_traffic(case, {"step_ms_forward": 1.0, "step_ms_backward": 2.0}, 10.0)
+    per = traffic.bytes_per_neuron_step("reset-term", 3, 32)
+    steps = 3 * 2 * 16
+    assert cols["fused_bytes_per_neuron_step"] == per["total"]
+    assert cols["gbps_forward"] == pytest.approx(per["forward"] * steps / 1e-3 / 1e9)
+    assert cols["gbps_backward"] == pytest.approx(per["backward"] * steps / 2e-3 / 1e9)
+    assert cols["gbps"] == pytest.approx(per["total"] * steps / 3e-3 / 1e9)
+    assert cols["of_copy"] == pytest.approx(cols["gbps"] / 10.0)
+    for other in (speed.Case("spikingjelly", "native", "layer", 16, 2, 3, "cpu"),
+                  speed.Case("spikingjelly", "na", "train-step", 16, 2, 3, "cpu"),
+                  speed.Case("snntorch", "na", "tutorial", 784, 2, 3, "cpu")):
+        assert speed.fused_traffic(other, {"step_ms_forward": 1.0,
+                                           "step_ms_backward": 1.0}, 10.0) == {}
+    tut = speed.Case("snntorch", "na", "tutorial-neuron-compiled", 1000, 2, 3, "cpu")
+    assert speed.fused_traffic(tut, {"step_ms_forward": 1.0, "step_ms_backward": 1.0}, 1.0)
