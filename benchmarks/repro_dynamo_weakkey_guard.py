@@ -7,7 +7,8 @@ inside the compiled ``forward``. Dynamo guards that lookup by the key's position
 (a source like ``list(dict.keys(CACHE.data))[i]``). An earlier network that is unreachable but
 still alive (a reference cycle) sits in the dict before the compiled network's own key while
 dynamo traces; if the cycle collector frees it after tracing and before the guards are built,
-that position no longer exists and guard building raises ``IndexError: list index out of range`` (``torch/_guards.py`` ``get_value``).
+that position no longer exists and guard building raises ``IndexError: list index out of
+range`` (``torch/_guards.py`` ``get_value``).
 A cold Inductor compile allocates enough for the collector to run at that moment, which is why
 the failure showed on an empty cache and not on a warm one. The script makes the timing
 deterministic by running ``gc.collect()`` at the start of ``CheckFunctionManager.__init__``
