@@ -25,6 +25,13 @@ Two entry points read the same checks:
   can run, else the torch reference; on CPU the reference (the compiled kernel is its own
   operator, picked by :func:`rule_implementation`). :func:`force_replay` overrides it.
 
+Before a fused kernel first runs a configuration (device, dtype), :mod:`spikegrad.rules.
+first_use` runs it once on a tiny input (forward, backward, synchronised; cached per
+configuration): if it fails to compile or launch or is not finite, ``"auto"`` takes the next
+candidate or the torch path for that configuration, with one
+:class:`~spikegrad.rules.first_use.KernelFallbackWarning`, and an explicit request raises
+RuntimeError with the cause.
+
 ``"auto"`` may fall back and records the reason (:class:`Choice`); an explicit request that
 cannot be honoured raises with the reason: ImportError for a missing package, RuntimeError for
 no usable CUDA device (checked before the package, so the message names the device first),
@@ -46,11 +53,13 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_choice
+from spikegrad.rules import first_use
+from spikegrad.rules.first_use import KernelFallbackWarning
 
 __all__ = ["BACKENDS", "RULE_IMPLEMENTATIONS", "KERNEL_DTYPES", "CPP_DTYPES", "INSTALL_HINT",
            "Choice", "cupy_problem", "cuda_problem", "triton_problem", "cpp_problem",
            "check_backend", "select", "rule_choice", "rule_implementation", "replay_problem",
-           "replay_choice", "replay_implementation", "force_replay"]
+           "replay_choice", "replay_implementation", "force_replay", "KernelFallbackWarning"]
 
 #: spikingjelly nodes' ``backend`` values ("auto" and "triton" are spikegrad's own options)
 BACKENDS = ("torch", "cupy", "triton", "auto")
@@ -203,8 +212,10 @@ def cpp_problem(device: torch.device | None, dtype: torch.dtype | None
 
 # --- rules -------------------------------------------------------------------------------------
 def _rule_pick(rule: str, requested: str, device: torch.device, dtype: torch.dtype,
-               sequence: bool) -> tuple[str, str | None, type[Exception] | None]:
-    """``(implementation, reason, error)``: ``error`` is set when ``requested`` cannot run."""
+               sequence: bool, spec: Any = None) -> tuple[str, str | None, type[Exception] | None]:
+    """``(implementation, reason, error)``: ``error`` is set when ``requested`` cannot run.
+    With ``spec`` (the rule's configuration: a real call) the Triton kernel's first-use probe
+    decides too."""
     cpp = cpp_problem(device, dtype) if rule == "na" else (
         ValueError, f"{rule} has no compiled CPU kernel")
     if requested == "torch":
@@ -218,6 +229,12 @@ def _rule_pick(rule: str, requested: str, device: torch.device, dtype: torch.dty
         if not sequence else triton_problem(device))
     if triton is None and dtype not in TRITON_DTYPES:
         triton = ValueError, f"dtype {dtype} has no Triton kernel (float32, float16, bfloat16)"
+    if triton is None and spec is not None and requested in ("auto", "triton"):
+        failed = first_use.problem("triton", spec, device, dtype)
+        if failed is not None:
+            triton = RuntimeError, failed
+            if requested == "auto":
+                first_use.warn_fallback(failed)
     if requested == "triton":
         return ("triton", None, None) if triton is None else ("torch", triton[1], triton[0])
     if device.type == "cuda" and triton is None:
@@ -251,9 +268,10 @@ def rule_choice(rule: str, requested: str, device: torch.device | str,
 
 
 def rule_implementation(rule: str, requested: str, x: torch.Tensor, *,
-                        sequence: bool = True) -> str:
-    """:func:`rule_choice` for the tensor ``x``: the name only (the traced fast path)."""
-    impl, reason, error = _rule_pick(rule, requested, x.device, x.dtype, sequence)
+                        sequence: bool = True, spec: Any = None) -> str:
+    """:func:`rule_choice` for the tensor ``x``: the name only (the traced fast path).
+    ``spec``: the rule's configuration, for the Triton kernel's first-use probe."""
+    impl, reason, error = _rule_pick(rule, requested, x.device, x.dtype, sequence, spec)
     if error is not None:
         raise error(f"implementation={requested!r} cannot run here: {reason}; use "
                     "implementation='auto' or 'torch'")
@@ -289,12 +307,14 @@ def replay_problem(device: torch.device | str, dtype: torch.dtype
     return problem
 
 
-def replay_choice(device: torch.device | str, dtype: torch.dtype) -> Choice:
+def replay_choice(device: torch.device | str, dtype: torch.dtype,
+                  flags: tuple[bool, ...] | None = None) -> Choice:
     """What ``spikegrad::na_replay`` runs for tensors on ``device`` of ``dtype``.
 
     ``"triton"`` on CUDA tensors when the Triton replay kernel can run there, else ``"torch"``
     (the reference; the reason says why on CUDA). On CPU ``"torch"``. Under
-    :func:`force_replay` the forced implementation.
+    :func:`force_replay` the forced implementation. ``flags`` (the kernel's ``(trace,
+    subtract, cube, has_a_init, has_changed)``, a real call) run its first-use probe once.
 
     Raises:
         ValueError, RuntimeError, ImportError: ``"triton"`` is forced and cannot run here.
@@ -306,6 +326,11 @@ def replay_choice(device: torch.device | str, dtype: torch.dtype) -> Choice:
     if forced is None and device.type != "cuda":
         return Choice("torch")
     problem = replay_problem(device, dtype)
+    if problem is None and forced is None and flags is not None:
+        failed = first_use.problem("triton_replay", flags, device, dtype)
+        if failed is not None:
+            first_use.warn_fallback(failed)
+            return Choice("torch", failed)
     if problem is None:
         return Choice("triton")
     if forced == "triton":
@@ -314,9 +339,9 @@ def replay_choice(device: torch.device | str, dtype: torch.dtype) -> Choice:
     return Choice("torch", problem[1])
 
 
-def replay_implementation(x: torch.Tensor) -> str:
+def replay_implementation(x: torch.Tensor, flags: tuple[bool, ...] | None = None) -> str:
     """:func:`replay_choice` for the tensor ``x``: the name only."""
-    return replay_choice(x.device, x.dtype).implementation
+    return replay_choice(x.device, x.dtype, flags).implementation
 
 
 @contextlib.contextmanager
@@ -444,8 +469,17 @@ def select(backend: str, *, step_mode: str, kernel: Any = None, triton_kernel: A
     names = ("triton", "cupy") if backend == "auto" else (backend,)
     problems = []
     for name in names:
-        problem = _kernel_problem(name, kernel if name == "cupy" else triton_kernel, device,
-                                  dtype)
+        spec = kernel if name == "cupy" else triton_kernel
+        problem = _kernel_problem(name, spec, device, dtype)
+        if problem is None and device is not None and dtype is not None:  # a real call
+            failed = first_use.problem(name, spec, device, dtype)
+            if failed is not None:
+                if backend != "auto" and strict:
+                    raise RuntimeError(f"backend={backend!r} cannot run this call: {failed}; "
+                                       "use backend='auto' (it falls back to the torch path) "
+                                       f"or 'torch', and {first_use.REPORT}")
+                first_use.warn_fallback(failed)
+                problem = RuntimeError, failed
         if problem is None:
             return Choice(name)
         problems.append(problem)

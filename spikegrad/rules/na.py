@@ -400,7 +400,8 @@ def sequence(
         c: ``[T, B, *]``; u_init, a_init: ``[B, *]``; outputs: ``[T, B, *]``.
     """
     check_float_tensor("c", c, min_dim=1)
-    impl = dispatch.rule_implementation("na", cfg.implementation, c, sequence=triton)
+    impl = dispatch.rule_implementation("na", cfg.implementation, c, sequence=triton,
+                                        spec=cfg)
     if impl == "triton":
         from spikegrad.rules import triton_kernels
 

@@ -87,7 +87,9 @@ def na_replay(c: torch.Tensor, u: torch.Tensor, a: torch.Tensor, e: torch.Tensor
     the Triton replay kernel where it can run (:func:`spikegrad.rules.dispatch.replay_choice`)."""
     from spikegrad.rules import dispatch, na
 
-    if dispatch.replay_implementation(c) == "triton":
+    flags = (tau_s is not None, reset == "subtract", distance == "inverse_cube",
+             a_init is not None, changed is not None)
+    if dispatch.replay_implementation(c, flags) == "triton":
         from spikegrad.rules.triton_kernels import replay
 
         return replay.na_replay(c, u, a, e, a_init, changed, neighbors, beta, threshold, tau_s,

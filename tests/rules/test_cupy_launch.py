@@ -39,9 +39,11 @@ class FakeCuPy(types.ModuleType):
     """Stands in for ``cupy``: records what is built, on which device, and every launch; its
     kernels run through the host shim (so results still compare with the references)."""
 
-    def __init__(self, compile_error: Exception | None = None):
+    def __init__(self, compile_error: Exception | None = None,
+                 module_error: Exception | None = None):
         super().__init__("cupy")
         self.calls, self.devices, self.compile_error = [], [], compile_error
+        self.module_error = module_error  # the rule's kernels fail; the device probe does not
         fake = self
 
         class Device:
@@ -80,6 +82,8 @@ class FakeCuPy(types.ModuleType):
 
     def RawModule(self, code, options=()):  # noqa: N802 - CuPy's name
         self.calls.append(("module", self.device))
+        if self.module_error is not None:
+            raise self.module_error
         return types.SimpleNamespace(get_function=lambda name: self._function(code, name))
 
     def _function(self, code, name):
@@ -171,6 +175,37 @@ def test_auto_falls_back_when_cupy_cannot_compile(monkeypatch):
         with pytest.raises(RuntimeError, match="backend='cupy' is unavailable: cupy cannot"):
             dispatch.check_backend("cupy", step_mode="m", kernel=spec)
     assert fake.calls == [("compile", "sg_probe", 0)]  # probed once, inside Device(0)
+
+
+def test_auto_falls_back_per_configuration_when_a_rule_kernel_fails_first_use(fake_cupy,
+                                                                             monkeypatch):
+    """The device probe compiles, but one rule's kernels do not (NVRTC error in its source):
+    ``"auto"`` runs torch for that configuration with one warning, ``"cupy"`` raises with the
+    cause, and the failing source is compiled once (the outcome is cached)."""
+    from spikegrad.rules import first_use
+    from spikegrad.rules.first_use import KernelFallbackWarning
+
+    fake, _, _ = fake_cupy
+    fake.module_error = RuntimeError("nvrtc: error: too many resources requested for launch")
+    monkeypatch.setattr(first_use, "_place", lambda x, device, dtype: x.to(dtype))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
+    first_use.forget()
+    spec, gpu = kernels.bpsta_spec(HT_CFGS[0]), torch.device("cuda", 0)
+    with pytest.warns(KernelFallbackWarning, match=r"CuPy kernel of the bpsta rule .*\(float32 "
+                      r"on cuda:0\) failed on first use \(RuntimeError: nvrtc: error: too many"):
+        for _ in range(3):
+            choice = dispatch.select("auto", step_mode="m", kernel=spec, device=gpu, dtype=F32)
+            assert choice.implementation == "torch" and "failed on first use" in choice.reason
+    with pytest.raises(RuntimeError, match="backend='cupy' cannot run this call: the CuPy "
+                                           "kernel of the bpsta rule"):
+        dispatch.select("cupy", step_mode="m", kernel=spec, device=gpu, dtype=F32)
+    assert [c for c in fake.calls if c[0] == "module"] == [("module", 1)]  # one try, cached
+    fake.module_error = None  # another configuration compiles: it is used
+    other = kernels.multistrength_spec(MS_CFGS[0])
+    assert dispatch.select("auto", step_mode="m", kernel=other, device=gpu,
+                           dtype=F32).implementation == "cupy"
+    first_use.forget()
 
 
 def test_no_cuda_device_message_tells_a_cpu_only_torch_apart(monkeypatch):
