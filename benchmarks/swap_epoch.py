@@ -236,7 +236,25 @@ def cmd_table(args) -> None:
         out.append(f"| {host} | {rule} | {swap or 'all'} | {setting} | {_fmt(accs)} | {delta} | "
                    f"{statistics.mean(r['wall_s'] for r in rs):.0f} | "
                    f"{f'{nwarn}/{len(rs)} runs: ' + '; '.join(said) if nwarn else '—'} |")
-    text = "\n".join(out) + "\n"
+    commits = sorted({r["commit"][:10] for r in rows})
+    started = sorted(r["started"] for r in rows)
+    head = [
+        "# Every rule swapped into each host's example: one full Fashion-MNIST epoch, 3 seeds",
+        "",
+        f"{len(rows)} runs of `python examples/<host>/<rule>.py --train-images 60000 "
+        "--test-images 10000 --epochs 1 --seed S` (CSNN: `--channels 16 --swap hidden|all`; "
+        "`--recipe`, `--neuron-option` where the row says), each in a fresh process from a "
+        "`git archive` of its commit, made with `python benchmarks/swap_epoch.py run` and this "
+        "table with `python benchmarks/swap_epoch.py table --out "
+        "benchmarks/results/swap_learning_epoch.md`. "
+        f"Commits: {', '.join(commits)} (the rules' arithmetic is the same at all of them; "
+        f"later commits changed warnings, host contracts and tests). Runs {started[0]} to "
+        f"{started[-1]} on a 2-core CPU, 2 runs at a time with 1 thread each, next to other "
+        "jobs (load 2-7): wall times are that machine's under that load. Δ: mean over seeds "
+        "of the run minus the host's own neuron on the same seed. Warnings: the rule-limit "
+        "warnings the runs printed (spikegrad.adapters.silence).",
+        "", ""]
+    text = "\n".join(head + out) + "\n"
     if args.out:
         Path(args.out).write_text(text)
     print(text)

@@ -732,3 +732,23 @@ def test_drop_in_tutorial_network_trains():
             assert layer.weight.grad.abs().sum() > 0
         optimizer.step()
     assert not torch.equal(net.fc1.weight, w1_before)
+
+
+def test_default_reset_is_noted_once_and_an_explicit_one_is_not(monkeypatch):
+    """NA's default zero reset differs from snn.Leaky's subtraction (and learns far less in the
+    tutorial MLP): left unset it warns once per process; given, in any form, it does not."""
+    import warnings
+
+    from spikegrad.neurons import snntorch_na
+
+    monkeypatch.setattr(snntorch_na, "_NOTED", [])
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        NALeaky(0.9, reset_mechanism="zero")
+        NALeaky(0.9, 1.0, None, False, False, False, False, False, "subtract")  # positional
+        assert not caught
+        NALeaky(0.9)
+        NALeaky(beta=0.8, threshold=0.5)
+    notes = [w for w in caught if w.category is UserWarning]
+    assert len(notes) == 1 and "reset_mechanism='subtract'" in str(notes[0].message)
+    assert NALeaky(0.9).rule.reset == "zero"  # the default itself is unchanged
