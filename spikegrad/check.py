@@ -119,39 +119,31 @@ def _cases() -> list[tuple[str, str, Any, Callable[..., Any], dict[str, Callable
             return functions.na_sequence(x, kernels.na_spec(cfg), None, u0.float(), a0)
         cases.append(("na", label, cfg, na_with("torch"),
                       {"cpp": na_with("cpp"), "triton": na_triton, "cupy": na_cupy}))
-    for label, cfg in {"paper": bpsta.HTDGLIF(),
-                       "braincog dt=.5 alpha=.3": bpsta.HTDGLIF(mode="braincog", dt=0.5,
-                                                                    alpha=0.3)}.items():
-        def ht_torch(x, v0, a0, cfg=cfg):
-            o, v, _ = ops_lif.bpsta_sequence(x, v0, cfg.mode, cfg.threshold, cfg.decay,
-                                             cfg.alpha, cfg.dt)
-            return o, v
+    # HTDGLIF and multi-strength: one torch op and one kernel entry of the same name per host
+    fused = {
+        "bpsta": ({"paper": bpsta.HTDGLIF(),
+                   "braincog dt=.5 alpha=.3": bpsta.HTDGLIF(mode="braincog", dt=0.5, alpha=0.3)},
+                  lambda c: (c.mode, c.threshold, c.decay, c.alpha, c.dt), "bpsta_spec"),
+        "multistrength": ({"default": multistrength.MultiStrength(),
+                           "max_strength=2 no detach": multistrength.MultiStrength(
+                               max_strength=2, detach_reset=False)},
+                          lambda c: (c.threshold, c.beta, c.max_strength, c.detach_reset),
+                          "multistrength_spec"),
+    }
+    for rule, (configs, torch_args, cupy_spec) in fused.items():
+        for label, cfg in configs.items():
+            def on_torch(x, v0, a0, cfg=cfg, name=f"{rule}_sequence", args=torch_args):
+                out, v, _ = getattr(ops_lif, name)(x, v0, *args(cfg))
+                return out, v
 
-        def ht_triton(x, v0, a0, cfg=cfg):
-            from spikegrad.rules.triton_kernels import functions
-            return functions.bpsta_sequence(x, v0, cfg)
+            def on_triton(x, v0, a0, cfg=cfg, name=f"{rule}_sequence"):
+                from spikegrad.rules.triton_kernels import functions
+                return getattr(functions, name)(x, v0, cfg)
 
-        def ht_cupy(x, v0, a0, cfg=cfg):
-            from spikegrad.rules.cupy_kernels import functions, kernels
-            return functions.bpsta_sequence(x, v0, kernels.bpsta_spec(cfg))
-        cases.append(("bpsta", label, cfg, ht_torch, {"triton": ht_triton, "cupy": ht_cupy}))
-    for label, cfg in {"default": multistrength.MultiStrength(),
-                       "max_strength=2 no detach": multistrength.MultiStrength(
-                           max_strength=2, detach_reset=False)}.items():
-        def ms_torch(z, v0, a0, cfg=cfg):
-            theta, v, _ = ops_lif.multistrength_sequence(z, v0, cfg.threshold, cfg.beta,
-                                                         cfg.max_strength, cfg.detach_reset)
-            return theta, v
-
-        def ms_triton(z, v0, a0, cfg=cfg):
-            from spikegrad.rules.triton_kernels import functions
-            return functions.multistrength_sequence(z, v0, cfg)
-
-        def ms_cupy(z, v0, a0, cfg=cfg):
-            from spikegrad.rules.cupy_kernels import functions, kernels
-            return functions.multistrength_sequence(z, v0, kernels.multistrength_spec(cfg))
-        cases.append(("multistrength", label, cfg, ms_torch,
-                      {"triton": ms_triton, "cupy": ms_cupy}))
+            def on_cupy(x, v0, a0, cfg=cfg, name=f"{rule}_sequence", spec=cupy_spec):
+                from spikegrad.rules.cupy_kernels import functions, kernels
+                return getattr(functions, name)(x, v0, getattr(kernels, spec)(cfg))
+            cases.append((rule, label, cfg, on_torch, {"triton": on_triton, "cupy": on_cupy}))
     return cases
 
 
