@@ -9,12 +9,11 @@ configurations that differ in anything but the framework are never joined.
 from __future__ import annotations
 
 import statistics
-import textwrap
 from pathlib import Path
 from typing import Any
 
 from suite.recipes import RULES
-from suite.store import SPEED_WORDS, TRAIN_WORDS, final_rows, settings
+from suite.store import SPEED_WORDS, TRAIN_WORDS, fill, final_rows, loaded, settings
 
 #: a colour per framework (bars) and per rule (lines); ``native`` is the host's LIF
 FRAMEWORK_COLORS = {"snntorch": "#4C72B0", "spikingjelly": "#DD8452"}
@@ -54,7 +53,7 @@ def _train_title(what: str, finals: list[dict[str, Any]], epochs: int, width: in
     """``what`` over a line of the shared settings with the epochs, wrapped to the figure."""
     shared = settings(finals)[0]
     words = [*shared[:3], _plural(epochs, "epoch"), *shared[3:]]
-    return what + "\n" + textwrap.fill(", ".join(words), width)
+    return what + "\n" + fill(", ".join(words), width)
 
 
 def _chars(fig) -> int:
@@ -80,7 +79,7 @@ def _group_label(group: tuple[str, str, str], groups: list[tuple[str, str, str]]
     if len({g[1] for g in groups}) > 1:
         parts.append(f"{group[1]} recipe")
     if group[2]:
-        parts.append(textwrap.fill(group[2], 24) if sep == "\n" else group[2])
+        parts.append(fill(group[2], 24) if sep == "\n" else group[2])
     return sep.join(parts)
 
 
@@ -213,9 +212,10 @@ def cost(rows: list[dict[str, Any]], path: Path, epochs: int | None = None) -> P
     n = len(groups) * len(fws)
     fig, ax = plt.subplots(figsize=(max(8.0, 1.0 + 0.75 * n), 5), layout="constrained")
     width = 0.8 / len(fws)
+    any_loaded = False
     for j, fw in enumerate(fws):
         color = FRAMEWORK_COLORS.get(fw, f"C{j}")
-        xs, fwd, bwd = [], [], []
+        xs, fwd, bwd, busy = [], [], [], []
         for i, g in enumerate(groups):
             sel = [r for r in ok if r["framework"] == fw and key(r) == g]
             x = i + (j - (len(fws) - 1) / 2) * width
@@ -228,11 +228,14 @@ def cost(rows: list[dict[str, Any]], path: Path, epochs: int | None = None) -> P
             xs.append(x)
             fwd.append(statistics.fmean(r["step_ms_forward"] for r in sel))
             bwd.append(statistics.fmean(r["step_ms_backward"] for r in sel))
+            busy.append(any(loaded(r) for r in sel))
         ax.bar(xs, fwd, width * 0.95, color=color, label=f"{fw}: forward (with the loss)")
         top = ax.bar(xs, bwd, width * 0.95, bottom=fwd, color=color, alpha=0.45, hatch="//",
                      edgecolor="white", label=f"{fw}: backward")
-        ax.bar_label(top, [f"{f + b:.1f}" for f, b in zip(fwd, bwd, strict=True)], padding=2,
+        ax.bar_label(top, [f"{f + b:.1f}" + ("\n(loaded)" if m else "")
+                           for f, b, m in zip(fwd, bwd, busy, strict=True)], padding=2,
                      fontsize=8)
+        any_loaded = any_loaded or any(busy)
     ax.set_xticks(range(len(groups)), [_group_label(g, groups) for g in groups])
     seeds = len({r["seed"] for r in ok}) > 1
     ax.set_ylabel("ms per training step (median" + (", mean over seeds)" if seeds else ")"))
@@ -240,6 +243,11 @@ def cost(rows: list[dict[str, Any]], path: Path, epochs: int | None = None) -> P
     ax.grid(axis="y", alpha=0.3)
     ax.set_axisbelow(True)
     fig.legend(loc="outside lower center", ncols=2)
+    if any_loaded:
+        ax.annotate("(loaded): the load average exceeded the CPU cores during that epoch, so its "
+                    "times are inflated by other work", (0, 1), xycoords="axes fraction",
+                    xytext=(4, -4), textcoords="offset points", va="top", fontsize=8,
+                    color="firebrick")
     last = max(r["epoch"] for r in ok)
     fig.suptitle(_train_title("Median time per training step (on each bar: forward + backward "
                               "ms)", finals, last, _chars(fig)), fontsize=11)
@@ -318,7 +326,7 @@ def speed(rows: list[dict[str, Any]], path: Path) -> Path | None:
     shared = settings(ok, SPEED_WORDS)[0]
     fig.legend(handles.values(), handles.keys(), title="rule", loc="outside lower center",
                ncols=min(len(handles), 4))
-    fig.suptitle("Speed per rule against the host's own LIF\n" + textwrap.fill(
+    fig.suptitle("Speed per rule against the host's own LIF\n" + fill(
         ", ".join(shared) + "; largest layer size measured (all sizes in summary.md)",
         _chars(fig)), fontsize=11)
     _save(fig, path)
@@ -389,7 +397,7 @@ def speed_bars(ok: list[dict[str, Any]], path: Path) -> Path:
                ncols=min(len(handles), 4))
     T = ok[0]["T"]
     fig.suptitle("Speed per rule against the host's own LIF (on each bar: forward + backward "
-                 "ms, and its ratio to the host's LIF in the same variant)\n" + textwrap.fill(
+                 "ms, and its ratio to the host's LIF in the same variant)\n" + fill(
                      ", ".join([f"T={T}", *shared]) + "; largest layer size measured (all "
                      "sizes in summary.md)", _chars(fig)), fontsize=11)
     _save(fig, path)

@@ -14,6 +14,7 @@ import fcntl
 import json
 import math
 import os
+import re
 import tempfile
 import textwrap
 from collections.abc import Callable, Iterable, Iterator
@@ -150,6 +151,16 @@ def _count(n: int) -> str:
     return f"{n:,}".replace(",", " ")
 
 
+#: a space between digit groups ("4 096"), which a wrapped line must not break
+_GROUP_SPACE = re.compile(r"(?<=\d) (?=\d{3}(?!\d))")
+
+
+def fill(text: str, width: int, **kwargs: Any) -> str:
+    """:func:`textwrap.fill` that never breaks a number written in digit groups ("4 096")."""
+    kept = _GROUP_SPACE.sub("\u00a0", text)
+    return textwrap.fill(kept, width, **kwargs).replace("\u00a0", " ")
+
+
 @dataclass
 class Table:
     """One table: rendered as markdown (``summary.md``) or as aligned plain text (printed)."""
@@ -190,7 +201,7 @@ class Table:
 
         lines = [self.title, line(self.head), line(["-" * w for w in widths])]
         lines += [line(row) for row in self.body]
-        lines += [textwrap.fill(n, width, subsequent_indent="  ") for n in self.notes]
+        lines += [fill(n, width, subsequent_indent="  ") for n in self.notes]
         return "\n".join(lines) + "\n"
 
 
@@ -276,7 +287,7 @@ def settings(rows: list[dict[str, Any]], words=None) -> tuple[list[str], Callabl
     return shared, differing
 
 
-def _loaded(r: dict[str, Any]) -> bool:
+def loaded(r: dict[str, Any]) -> bool:
     """Whether the machine was busier than its cores while this row was measured."""
     load, cores = r.get("load_avg"), r.get("cpu_cores")
     return bool(load and cores and max(load) > cores)
@@ -333,7 +344,7 @@ def train_tables(rows: list[dict[str, Any]], epochs: int | None = None,
                 table.notes.append(_failure(r, differing, terminal))
                 continue
             s_epoch = (_f(r.get("epoch_train_s"), ".0f")
-                       + (" (loaded)" if _loaded(r) else ""))
+                       + (" (loaded)" if loaded(r) else ""))
             fwd, bwd = _f(r["step_ms_forward"], ".1f"), _f(r["step_ms_backward"], ".1f")
             if terminal:
                 impl = (r["impl"] or "–").removeprefix(f"{fw} ")  # the table's host: its title
@@ -349,7 +360,7 @@ def train_tables(rows: list[dict[str, Any]], epochs: int | None = None,
                 bwd, _f(r["peak_mem_mb"], ".0f"), r["impl"] or "–", _rates(r["spike_rate"]),
                 _sci(syn.get("acs")), _sci(syn.get("macs"))])
         out.append(table)
-    if any(_loaded(r) for r in finals):
+    if any(loaded(r) for r in finals):
         out.append("(loaded): the load average exceeded the CPU cores during that epoch, so "
                    "its times are inflated by other work; its accuracy is not affected.")
     by_setting: dict[tuple, dict[str, dict[str, Any]]] = {}
@@ -499,7 +510,7 @@ def _bandwidth_lines(speed: list[dict[str, Any]], limit: bool) -> list[str]:
 def _render(parts: list[Table | str], terminal: bool) -> str:
     if terminal:
         return "\n".join(p.text() if isinstance(p, Table)
-                         else textwrap.fill(p, WIDTH) + "\n" for p in parts)
+                         else fill(p, WIDTH) + "\n" for p in parts)
     return "\n".join(p.markdown() if isinstance(p, Table) else p + "\n" for p in parts)
 
 
@@ -516,7 +527,7 @@ def printed(rows: list[dict[str, Any]], header: str, epochs: int | None = None) 
     text = []
     for para in header.split("\n\n"):
         para = para.strip().lstrip("#").strip().strip("`")
-        text.append(textwrap.fill(para, WIDTH, subsequent_indent="  ", break_on_hyphens=False,
+        text.append(fill(para, WIDTH, subsequent_indent="  ", break_on_hyphens=False,
                                   break_long_words=True))
     body = _render(train_tables(rows, epochs, terminal=True) + speed_tables(rows, terminal=True),
                    terminal=True)

@@ -450,6 +450,43 @@ def test_a_one_epoch_plot_is_bars_per_rule_and_says_what_ran(small_data, tmp_pat
             assert words in title.replace("\n", " ")
 
 
+def test_cost_plot_marks_loaded_runs_as_the_table_does(small_data, tmp_path, monkeypatch):
+    """A row measured while the load average exceeded the cores carries "(loaded)" on its bar
+    and a note saying what it means, as in the printed table; a quiet row carries neither."""
+    from suite import plots, store
+
+    figs = _figures(monkeypatch)
+    assert _run(tmp_path / "o", "--rules", "baseline", "--framework", "snntorch", "--epochs",
+                "1", "--train-subset", "64", "--test-subset", "32") == 0
+    (row,) = _rows(tmp_path / "o")
+    quiet = {**row, "load_avg": [0.5, 0.5, 0.5], "cpu_cores": 2}
+    busy = {**row, "load_avg": [3.0, 2.5, 2.0], "cpu_cores": 2}
+    assert not store.loaded(quiet) and store.loaded(busy)
+    figs.clear()
+    plots.cost([quiet], tmp_path / "quiet.png")
+    plots.cost([busy], tmp_path / "busy.png")
+    assert "(loaded)" not in figs["quiet.png"]["text"]
+    assert "(loaded)" in figs["busy.png"]["text"]
+    assert "load average exceeded the CPU cores" in figs["busy.png"]["text"]
+    table = "\n".join(p.text() for p in store.train_tables([busy], terminal=True)
+                      if isinstance(p, store.Table))
+    assert "(loaded)" in table
+
+
+def test_wrapped_text_never_splits_a_grouped_number():
+    """"4 096" stays on one line wherever the suite wraps text (headers, notes, titles)."""
+    from suite import store
+
+    text = "Training: Fashion-MNIST, 1 epoch on 4 096 training / 1 000 test images, batch 64"
+    for width in range(20, len(text)):
+        lines = store.fill(text, width).splitlines()
+        for number in ("4 096", "1 000"):
+            assert any(number in ln for ln in lines), (width, lines)
+        assert "".join(lines).replace(" ", "") == text.replace(" ", "")  # nothing lost
+    assert store.fill("a 12 345", 6).splitlines() == ["a", "12 345"]
+    assert store.fill("a 1 2345", 4).splitlines() == ["a 1", "2345"]  # not a digit group
+
+
 def test_the_speed_plot_has_time_and_ratio_axes(tmp_path, monkeypatch):
     from suite import speed
 
