@@ -47,6 +47,10 @@ nitpick_ignore_regex = [
                r"Mapping|Literal|Optional|Union|TypeAlias|NamedTuple|Enum|Protocol|"
                r"dataclasses\..*|typing\..*|collections\..*|pathlib\..*|os\..*|"
                r"enum\..*|abc\..*|types\..*|warnings\..*|contextlib\..*)"),
+    # private names (a leading underscore) are not documented
+    (r"py:.*", r"spikegrad(\.\w+)*\._\w+"),
+    # base classes of the installed spikingjelly, as its modules name them
+    (r"py:class", r"(SimpleBaseNode|surrogate\.SurrogateFunctionBase|BaseNode|MemoryModule)"),
     (r"py:class", r"(int|float|str|bool|bytes|dict|list|tuple|set|object|type|None|"
                   r"Exception|ValueError|TypeError|RuntimeError|ImportError|Warning|"
                   r"UserWarning|optional|callable)"),
@@ -54,6 +58,7 @@ nitpick_ignore_regex = [
 
 autodoc_default_options = {"members": True, "show-inheritance": True}
 autodoc_member_order = "bysource"
+autodoc_inherit_docstrings = False  # the hosts' docstrings are theirs (and reST of their own)
 autodoc_typehints = "description"
 autodoc_class_signature = "separated"
 napoleon_google_docstring = True

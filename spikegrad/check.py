@@ -41,8 +41,8 @@ import torch
 __all__ = ["Row", "run", "main", "TOLERANCE"]
 
 F16, BF16, F32, F64 = torch.float16, torch.bfloat16, torch.float32, torch.float64
-#: rtol = atol per storage dtype (float16/bfloat16: one rounding of a float32 result and of the
-#: upstream gradients)
+#: rtol = atol per storage dtype (for float16/bfloat16 one rounding of a float32 result and of
+#: the upstream gradients)
 TOLERANCE = {F64: 1e-10, F32: 1e-5, F16: 2e-3, BF16: 1.6e-2}
 DTYPES = {"torch": (F32, F64, F16, BF16), "cpp": (F32, F64), "triton": (F32, F16, BF16),
           "cupy": (F32, F16)}

@@ -55,10 +55,20 @@ __all__ = [
     "warm_up", "na_init_", "clamp_weights_", "na_optimiser",
 ]
 
-TAU_S = 2.0  # the PSP time constant of NA's and reset-term's recipes
-VOTES = 10  # BPSA/BPTA's voting layer: output neurons per class
-NA_LR, NA_WEIGHT_DECAY, NA_GAMMA = 5e-4, 0.01, 0.985  # the NA authors' AdamW + ExponentialLR
-NA_CLIP_NORM, NA_WEIGHT_CLAMP = 1.0, 4.0  # gradient-norm clip and weight clamp, every step
+#: the PSP time constant of NA's and reset-term's recipes
+TAU_S = 2.0
+#: output neurons per class of BPSA/BPTA's voting layer
+VOTES = 10
+#: the NA authors' AdamW learning rate
+NA_LR = 5e-4
+#: the NA authors' AdamW weight decay
+NA_WEIGHT_DECAY = 0.01
+#: the NA authors' ExponentialLR factor per epoch
+NA_GAMMA = 0.985
+#: the NA recipe's gradient-norm clip, every step
+NA_CLIP_NORM = 1.0
+#: the NA recipe's weight clamp ``[-c, c]``, every step
+NA_WEIGHT_CLAMP = 4.0
 
 
 def _check_labels(labels: torch.Tensor, out: torch.Tensor, classes: int) -> None:
@@ -211,7 +221,9 @@ def set_warm_up(model: nn.Module, on: bool) -> int:
 
 @contextlib.contextmanager
 def warm_up(model: nn.Module) -> Iterator[nn.Module]:
-    """Run the ``with`` block with every BPSA/BPTA node as ReLU (the paper's warm-up)::
+    """Run the ``with`` block with every BPSA/BPTA node as ReLU (the paper's warm-up).
+
+    For example::
 
         for step, (x, y) in enumerate(loader):
             with recipes.warm_up(net) if step < 50 else contextlib.nullcontext():

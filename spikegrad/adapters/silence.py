@@ -45,7 +45,7 @@ DEAD_WINDOW = 20
 DEAD_FRACTION = 0.9
 #: a layer of at most this many neurons per sample (an output layer) warns for silent neurons
 NARROW = 64
-#: multi-strength: the fraction of a narrow layer's neurons silent through a window that warns
+#: for multi-strength, the fraction of a narrow layer's neurons silent through a window that warns
 MULTISTRENGTH_SILENT = 0.3
 
 BPSA_FIX = ("Start training with the paper's ReLU warm-up, e.g. "

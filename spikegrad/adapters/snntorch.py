@@ -115,8 +115,8 @@ def _register_handle(neuron: SpikegradLeaky) -> None:
 class SpikegradLeaky(snn.Leaky):
     """Base of spikegrad's snntorch neurons (host idioms; no equations).
 
-    Subclasses call :meth:`_setup` at the end of ``__init__`` and implement :meth:`_step`.
-    Extra state tensors are declared with :meth:`_add_state`.
+    Subclasses call ``_setup()`` at the end of ``__init__`` and implement ``_step()``.
+    Extra state tensors are declared with ``_add_state()``.
     """
 
     def _setup(self, refused: Mapping[str, tuple[Any, Any, str]], reset_delay: bool) -> None:

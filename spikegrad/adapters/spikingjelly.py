@@ -132,7 +132,7 @@ def check_tau(tau: Any, name: str = "tau") -> float:
 class SpikegradNode(neuron.BaseNode):
     """Base of spikegrad's spikingjelly nodes (host idioms for both lines; no equations).
 
-    Subclasses call :meth:`_init_node` from ``__init__``, list their extra state names in
+    Subclasses call ``_init_node()`` from ``__init__``, list their extra state names in
     ``_extra_states`` and implement ``_step``; ``_multi`` may be overridden with a fused
     whole-sequence path that returns the same values and gradients, ``_cupy_kernel`` /
     ``_multi_cupy`` and ``_triton_kernel`` / ``_multi_triton`` the fused kernels' spec and call

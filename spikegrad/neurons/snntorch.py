@@ -71,10 +71,11 @@ class ResetTermLeaky(SpikegradLeaky):
         reset_grad: ``"full"`` (the reset term) or ``"detach"``.
         reset_grad_scale: factor ``k`` on the reset path (``"full"`` only).
         tau_s: if set (``>= 1``), the first output is the PSP trace ``a`` instead of spikes.
-        Other arguments: as ``snntorch.Leaky`` (``surrogate_disable=True``: spikes without a
-        gradient, as the host; ``graded_spikes_factor``/``learn_graded_spikes_factor``: a
-        (learnable) scale of the output); ``inhibition``, ``state_quant`` and
-        ``reset_delay=False`` raise.
+
+    The other arguments are ``snntorch.Leaky``'s (``surrogate_disable=True``: spikes without a
+    gradient, as the host; ``graded_spikes_factor``/``learn_graded_spikes_factor``: a
+    (learnable) scale of the output); ``inhibition``, ``state_quant`` and
+    ``reset_delay=False`` raise.
     """
 
     def __init__(
@@ -152,10 +153,11 @@ class HTDGLIFLeaky(SpikegradLeaky):
         alpha: BPTA residual (backward only).
         dt: braincog mode's step (``None`` means 1.0); must stay ``None`` in paper mode.
         warm_up: if ``True`` the output is ``relu(input_)`` and the state is left alone.
-        Other arguments: as ``snntorch.Leaky`` (``graded_spikes_factor`` /
-        ``learn_graded_spikes_factor``: a (learnable) scale of the output, after the rule);
-        ``spike_grad``, ``learn_beta``, ``learn_threshold`` and the flags of the host that do
-        not apply raise at non-default values.
+
+    The other arguments are ``snntorch.Leaky``'s (``graded_spikes_factor`` /
+    ``learn_graded_spikes_factor``: a (learnable) scale of the output, after the rule);
+    ``spike_grad``, ``learn_beta``, ``learn_threshold`` and the flags of the host that do
+    not apply raise at non-default values.
     """
 
     def __init__(
@@ -231,10 +233,11 @@ class MultiStrengthLeaky(SpikegradLeaky):
         reset_mechanism: ``"subtract"`` only.
         max_strength: cap ``D`` on the strength (``None``: no cap).
         detach_reset: detach ``θ`` in the subtraction (default).
-        Other arguments: as ``snntorch.Leaky`` (``graded_spikes_factor`` /
-        ``learn_graded_spikes_factor``: a (learnable) scale of the strength output; ``mem`` is
-        unscaled); ``spike_grad``, ``learn_beta``, ``learn_threshold`` and the host flags that
-        do not apply raise at non-default values.
+
+    The other arguments are ``snntorch.Leaky``'s (``graded_spikes_factor`` /
+    ``learn_graded_spikes_factor``: a (learnable) scale of the strength output; ``mem`` is
+    unscaled); ``spike_grad``, ``learn_beta``, ``learn_threshold`` and the host flags that
+    do not apply raise at non-default values.
     """
 
     def __init__(

@@ -73,8 +73,8 @@ class NALeaky(SpikegradLeaky):
         threshold: ``ϑ > 0``.
         reset_mechanism: ``"zero"`` (default, the paper's) or ``"subtract"`` (the host's
             default); the neighbors' replay follows the same reset. Left unset, a one-time
-            ``UserWarning`` says so (:data:`DEFAULT_RESET_NOTE`: the zero reset learns far
-            less in snntorch's tutorial MLP).
+            ``UserWarning`` says so (``DEFAULT_RESET_NOTE`` of this module: the zero reset
+            learns far less in snntorch's tutorial MLP).
         tau_s: PSP time constant (``>= 1``) of the trace output; ``None``: spikes.
         distance: ``"inverse_cube"`` (default, the code behind 91.76 % on CIFAR-10) or
             ``"inverse"`` (the paper), both clamped to ``±clamp``.
@@ -83,11 +83,12 @@ class NALeaky(SpikegradLeaky):
         rescale: a :class:`spikegrad.rules.na.Rescale` shared by the NA layers of one network
             (the authors' per-layer rescale), or ``None``. It needs the whole window at once:
             use :meth:`sequence` (the per-step call raises when it would record).
-        Other arguments: as ``snntorch.Leaky`` (``graded_spikes_factor`` /
-        ``learn_graded_spikes_factor``: a (learnable) scale of the output, after NA; NA's
-        gradient reaches the spikes or trace scaled by it); ``spike_grad``,
-        ``surrogate_disable``, ``learn_beta``, ``learn_threshold``, ``inhibition``,
-        ``state_quant`` and ``reset_delay=False`` raise at non-default values.
+
+    The other arguments are ``snntorch.Leaky``'s (``graded_spikes_factor`` /
+    ``learn_graded_spikes_factor``: a (learnable) scale of the output, after NA; NA's
+    gradient reaches the spikes or trace scaled by it); ``spike_grad``,
+    ``surrogate_disable``, ``learn_beta``, ``learn_threshold``, ``inhibition``,
+    ``state_quant`` and ``reset_delay=False`` raise at non-default values.
     """
 
     @_note_default_reset

@@ -1,6 +1,7 @@
 """The math of every rule, pure torch, time-major ``[T, B, *]``; no host framework imports.
 
-Modules: :mod:`surrogate`, :mod:`reset_term`, :mod:`na` (with its compiled CPU kernel,
-:mod:`na_cpu`), :mod:`bpsta`, :mod:`multistrength`, :mod:`ttfs`. Each module's docstring has
-the equations and the citation.
+Modules: :mod:`~spikegrad.rules.surrogate`, :mod:`~spikegrad.rules.reset_term`,
+:mod:`~spikegrad.rules.na` (with its compiled CPU kernel, :mod:`~spikegrad.rules.na_cpu`),
+:mod:`~spikegrad.rules.bpsta`, :mod:`~spikegrad.rules.multistrength`,
+:mod:`~spikegrad.rules.ttfs`. Each module's docstring has the equations and the citation.
 """

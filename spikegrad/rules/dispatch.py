@@ -25,10 +25,10 @@ Two entry points read the same checks:
   can run, else the torch reference; on CPU the reference (the compiled kernel is its own
   operator, picked by :func:`rule_implementation`). :func:`force_replay` overrides it.
 
-Before a fused kernel first runs a configuration (device, dtype), :mod:`spikegrad.rules.
-first_use` runs it once on a tiny input (forward, backward, synchronised; cached per
-configuration): if it fails to compile or launch or is not finite, ``"auto"`` takes the next
-candidate or the torch path for that configuration, with one
+Before a fused kernel first runs a configuration (device, dtype),
+:mod:`spikegrad.rules.first_use` runs it once on a tiny input (forward, backward,
+synchronised; cached per configuration): if it fails to compile or launch or is not
+finite, ``"auto"`` takes the next candidate or the torch path for that configuration, with one
 :class:`~spikegrad.rules.first_use.KernelFallbackWarning`, and an explicit request raises
 RuntimeError with the cause.
 

@@ -32,8 +32,8 @@ from spikegrad.rules.surrogate import ATan, Sigmoid, Surrogate, heaviside
 __all__ = ["BODIES", "one_step", "step_path", "reset_term_sequence", "bpsta_sequence",
            "multistrength_sequence", "surrogate_args", "SURROGATES"]
 
-#: the torch bodies of the operators defined here, by operator name (plain functions: tests run
-#: them on ``meta`` tensors, where the dispatcher would call the fake implementations instead)
+#: the torch bodies of the operators defined here, by operator name; plain functions, so that
+#: tests run them on ``meta`` tensors, where the dispatcher would call the fake implementations
 BODIES: dict[str, Callable[..., Any]] = {}
 _op = _oplib.registrar(BODIES)
 

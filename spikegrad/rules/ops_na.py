@@ -31,8 +31,8 @@ from spikegrad.rules import _oplib
 
 __all__ = ["BODIES", "FORWARD_SCHEMA", "STEP_SCHEMA", "REPLAY_SCHEMA", "errors", "register_cpp"]
 
-#: the torch bodies of the operators defined here, by operator name (plain functions: tests run
-#: them on ``meta`` tensors, where the dispatcher would call the fake implementations instead)
+#: the torch bodies of the operators defined here, by operator name; plain functions, so that
+#: tests run them on ``meta`` tensors, where the dispatcher would call the fake implementations
 BODIES: dict[str, Callable[..., Any]] = {}
 _op = _oplib.registrar(BODIES)
 

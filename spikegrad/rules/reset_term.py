@@ -137,7 +137,7 @@ def forward(
     Args:
         c: input currents, time-major.
         v0: initial post-reset state (zeros if ``None``).
-        Others as in :func:`step`.
+        beta, threshold, spike_fn, mechanism, reset_grad_scale: as in :func:`step`.
 
     Returns:
         ``(s, u)``: spikes and pre-reset potentials.

@@ -65,8 +65,8 @@ class _HeavisideFn(torch.autograd.Function):
 class Surrogate:
     """Base class: a Heaviside forward with a smooth backward.
 
-    Subclasses define :meth:`primitive` (the smooth function whose derivative is the surrogate)
-    and :meth:`derivative`.
+    Subclasses define ``primitive`` (the smooth function whose derivative is the surrogate)
+    and ``derivative``.
 
     Args:
         spiking: ``True`` (default) returns spikes with the surrogate backward; ``False``
@@ -102,7 +102,7 @@ class Surrogate:
         raise NotImplementedError
 
     def c_derivative(self, x: str) -> str:
-        """:meth:`derivative` as a C fp32 expression in the variable ``x`` (fused kernels).
+        """``derivative`` as a C fp32 expression in the variable ``x`` (fused kernels).
 
         The one place a surrogate's formula is written for the CUDA kernels of
         :mod:`spikegrad.rules.cupy_kernels`; constants are float32 literals.

@@ -5,7 +5,7 @@ exists so that machines without a GPU still run the kernels' arithmetic against 
 reference. Sources are built with ``g++`` (``$CXX``) into one shared library per set of specs
 (:func:`prepare` builds many at once: one compiler call), cached on disk under
 ``$SPIKEGRAD_KERNEL_CACHE`` (default ``~/.cache/spikegrad/host_kernels``), keyed by the source,
-the flags and the compiler, and loaded with :mod:`ctypes`.
+the flags and the compiler, and loaded with ``ctypes``.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from spikegrad.rules.cupy_kernels.source import DIRECTIONS, DTYPES, KernelSpec
 
 __all__ = ["FLAGS", "cache_dir", "compiler", "float16_problem", "prepare", "launch"]
 
-#: IEEE arithmetic as torch's CPU kernels: no FP contraction (no FMA), no fast-math.
+#: IEEE arithmetic as torch's CPU kernels, with no FP contraction (no FMA) and no fast-math.
 FLAGS = ("-O2", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-math-errno")
 _LOCK = threading.Lock()
 _LOADED: dict[str, ctypes.CDLL] = {}  # spec digest -> library holding its kernels

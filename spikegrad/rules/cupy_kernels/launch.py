@@ -20,8 +20,9 @@ from spikegrad.rules.cupy_kernels.source import KernelSpec
 
 __all__ = ["BLOCK", "NVRTC_OPTIONS", "run"]
 
+#: threads per block of every launch
 BLOCK = 128
-#: no FMA contraction: the same rounding as torch's separate multiply and add
+#: no FMA contraction, for the same rounding as torch's separate multiply and add
 NVRTC_OPTIONS = ("--fmad=false",)
 _MODULES: dict[tuple[str, int], Any] = {}  # (spec digest, device index) -> RawModule
 _FUNCTIONS: dict[tuple[str, int], Any] = {}  # (kernel name, device index) -> compiled function

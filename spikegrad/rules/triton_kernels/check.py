@@ -173,6 +173,7 @@ _B = (False, True)
 #: aside); :func:`launch_flags` reads the launch calls of ``ops.py``/``replay.py`` and
 #: :func:`choice_problems` checks this table against them (every keyword listed, ``x.is_cuda``
 #: only ``True``, a literal only itself, anything else at least two values).
+#: every kernel's ``tl.constexpr`` flags and the values the launches can pass
 CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
     # functions.reset_term_sequence: spec.mechanism, spec.surrogate.inclusive, spec.tau_s
     "reset_term_fwd": {"SUBTRACT": _B, "INCLUSIVE": _B, "TRACE": _B},
@@ -202,7 +203,7 @@ CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
                          "HAS_CHANGED": _B},
 }
 
-#: Per kernel, the pointer arguments that are float32 whatever the storage type: allocated as
+#: per kernel, the pointer arguments that are float32 whatever the storage type, allocated as
 #: float32 by the operator (``u``, ``h``, NA's scratch ``U``/``A``/``E``), or a float32 input
 #: (NA's ``u0``; ``g_u``, the gradient of NA's float32 ``u``, or ``U`` when absent). Every other
 #: pointer has the storage type, with the replay's exceptions in :func:`signature`.

@@ -2,7 +2,8 @@
 ``register_autograd``, so that ``torch.compile`` (Inductor) sees the Triton kernels inside.
 
 Operators (namespace ``spikegrad``), on flattened contiguous ``[T, N]`` inputs and ``[N]``
-states (the entry points of :mod:`.functions` flatten, broadcast and check):
+states (the entry points of :mod:`spikegrad.rules.triton_kernels.functions` flatten, broadcast
+and check):
 
 * ``triton_reset_term_fwd(c, v0, a0, ...) -> (out, v, u)``, ``triton_reset_term_bwd``;
 * ``triton_na_fwd(c, u0, a0, ...) -> (out, u)``, ``triton_na_bwd``;

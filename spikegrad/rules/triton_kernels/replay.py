@@ -20,7 +20,7 @@ reference operation by operation, so float32 results equal it up to rounding of 
 the order torch already uses. At ``u == ϑ`` exactly ``1 / (ϑ - u) = +inf`` and ``w = +clamp``.
 
 Entry points: :func:`na_replay` (the arguments of ``spikegrad::na_replay``, any ``[L, *]``
-shape) and the operator ``spikegrad::triton_na_replay`` (:func:`na_replay_op`, flattened
+shape) and the operator ``spikegrad::triton_na_replay`` (``na_replay_op``, flattened
 contiguous ``[L, M]`` inputs and float32 constants), registered with
 ``torch.library.triton_op`` so ``torch.compile`` sees the kernel on CUDA. The dispatcher
 (:func:`spikegrad.rules.dispatch.replay_choice`) sends CUDA tensors of ``spikegrad::na_replay``
