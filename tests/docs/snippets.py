@@ -82,7 +82,8 @@ def commands(page: Path) -> list[tuple[int, list[str]]]:
             try:
                 tokens = shlex.split(line, comments=True)
             except ValueError as e:
-                raise AssertionError(f"{page.name}:{b.line + k}: cannot parse {line!r}: {e}") from None
+                where = f"{page.name}:{b.line + k}"
+                raise AssertionError(f"{where}: cannot parse {line!r}: {e}") from None
             argv: list[str] = []
             for t in [*tokens, ";"]:
                 if t in ("&&", "||", ";", "|") or t.endswith(";"):
