@@ -90,7 +90,8 @@ CLIP_NORM = 1.0
 def make_neuron(rule: str) -> nn.Module:
     """The neuron of ``rule`` (trace output, ``τm = 5``, ``τs = 2``, ``ϑ = 1``)."""
     if rule == "na":
-        return neurons.NALeaky(beta=BETA, threshold=THRESHOLD, tau_s=TAU_S)
+        return neurons.NALeaky(beta=BETA, threshold=THRESHOLD, tau_s=TAU_S,
+                              reset_mechanism="zero")
     if rule == "baseline":
         return neurons.ResetTermLeaky(beta=BETA, threshold=THRESHOLD, reset_grad="detach",
                                       tau_s=TAU_S)

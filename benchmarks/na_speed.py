@@ -73,7 +73,7 @@ def per_step(T: int, batch: int, n: int, min_run_time: float) -> tuple[float, fl
             torch.stack(outs).backward(g)
         return run
 
-    return (_time(loop(neurons.NALeaky(beta=0.8)), min_run_time),
+    return (_time(loop(neurons.NALeaky(beta=0.8, reset_mechanism="zero")), min_run_time),
             _time(loop(snn.Leaky(beta=0.8)), min_run_time))
 
 

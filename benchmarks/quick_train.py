@@ -66,7 +66,7 @@ def _neuron(rule: str) -> nn.Module:
     if rule == "multi-strength":
         return neurons.MultiStrengthLeaky()
     if rule == "na":
-        return neurons.NALeaky(beta=BETA)
+        return neurons.NALeaky(beta=BETA, reset_mechanism="zero")
     raise ValueError(f"unknown rule {rule!r}; choose from {RULES}")
 
 

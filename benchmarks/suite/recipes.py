@@ -177,7 +177,8 @@ def make_neuron(host: str, rule: str, *, trace: bool = False) -> nn.Module:
         return {
             "reset-term": lambda: neurons.ResetTermLeaky(beta=BETA, threshold=THRESHOLD,
                                                          tau_s=tau_s),
-            "na": lambda: neurons.NALeaky(beta=BETA, threshold=THRESHOLD, tau_s=tau_s),
+            "na": lambda: neurons.NALeaky(beta=BETA, threshold=THRESHOLD, tau_s=tau_s,
+                                          reset_mechanism="zero"),
             "bpsa-bpta": lambda: neurons.HTDGLIFLeaky(),
             "multi-strength": lambda: neurons.MultiStrengthLeaky(),
         }[rule]()
