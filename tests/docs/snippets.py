@@ -5,7 +5,7 @@ reads like one session); ``bash`` blocks are checked, not run: each ``python`` c
 or module must exist and accept every ``--option`` it is given, each ``bash`` script must exist,
 and each ``pip install -e ".[extras]"`` must name extras that ``pyproject.toml`` defines.
 Run as a script, it executes the pages given on the command line and prints one JSON line per
-page: ``{"page": ..., "error": null | "..."}``.
+page after :data:`MARK`: ``{"page": ..., "error": null | "..."}``.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
+#: the start of the runner's result lines (a page's own output may print anything else)
+MARK = "@@spikegrad-docs-snippet@@ "
 DOCS = ROOT / "docs"
 #: the fence opening a block: ``` or ~~~ (3 or more), then the language, or MyST's
 #: ``{code-block} python`` / ``{code-cell} python``
@@ -117,7 +119,7 @@ def run_pages(paths: list[str]) -> None:
             except BaseException:  # noqa: BLE001 - reported per page
                 error = f"block at line {b.line}:\n" + traceback.format_exc(limit=-4)
                 break
-        print(json.dumps({"page": str(page), "error": error}), flush=True)
+        print(MARK + json.dumps({"page": str(page), "error": error}), flush=True)
 
 
 if __name__ == "__main__":

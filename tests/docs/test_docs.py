@@ -54,8 +54,8 @@ def _ran() -> dict[str, str | None]:
                           capture_output=True, text=True, cwd=ROOT, env=env, timeout=1200)
     seen = {}
     for line in proc.stdout.splitlines():
-        if line.startswith("{"):
-            row = json.loads(line)
+        if line.startswith(snippets.MARK):
+            row = json.loads(line.removeprefix(snippets.MARK))
             seen[row["page"]] = row["error"]
     if len(seen) != len(PY_PAGES):
         pytest.fail(f"the snippet runner stopped (exit {proc.returncode}):\n"
