@@ -67,6 +67,7 @@ napoleon_numpy_docstring = False
 html_theme = "sphinx_rtd_theme"
 html_title = f"spikegrad {release}"
 html_static_path = ["_static"]
+html_css_files = ["spikegrad.css"]
 html_show_sourcelink = False
 # MathJax comes from its CDN; SPIKEGRAD_DOCS_MATHJAX points at a local copy for offline reading
 if os.environ.get("SPIKEGRAD_DOCS_MATHJAX"):
