@@ -63,6 +63,7 @@ autodoc_typehints = "description"
 autodoc_class_signature = "separated"
 napoleon_google_docstring = True
 napoleon_numpy_docstring = False
+napoleon_custom_sections = [("Shape", "params_style")]  # "name: shape" lines, as Args
 
 html_theme = "sphinx_rtd_theme"
 html_title = f"spikegrad {release}"

@@ -362,6 +362,8 @@ def _environment() -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``python -m spikegrad.check [--json PATH] [--interpret] ...``: print the table of every
+    comparison; the exit status is 1 if any comparison fails, else 0."""
     parser = argparse.ArgumentParser(prog="python -m spikegrad.check",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", metavar="PATH", help="also write the rows as JSON")

@@ -216,10 +216,10 @@ def _rule_pick(rule: str, requested: str, device: torch.device, dtype: torch.dty
     """``(implementation, reason, error)``: ``error`` is set when ``requested`` cannot run.
     With ``spec`` (the rule's configuration: a real call) the Triton kernel's first-use probe
     decides too."""
+    if requested == "torch":  # before asking for the compiled kernel, which may build it
+        return "torch", None, None
     cpp = cpp_problem(device, dtype) if rule == "na" else (
         ValueError, f"{rule} has no compiled CPU kernel")
-    if requested == "torch":
-        return "torch", None, None
     if requested == "cpp":
         return ("cpp", None, None) if cpp is None else ("torch", cpp[1], cpp[0])
     triton: tuple[type[Exception], str] | None = (

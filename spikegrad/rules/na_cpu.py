@@ -13,7 +13,7 @@ of time, as the README's install command and CI do, and ``--require`` makes a fa
 error).
 
 One build per environment and source: the library goes into
-``<torch extensions root>/spikegrad/na_ops_<isa>-<environment>-<source>`` (the root is
+``<torch extensions root>/spikegrad/spikegrad_na_ops_<isa>-<environment>-<source>`` (the root is
 ``$TORCH_EXTENSIONS_DIR`` or torch's default, ``~/.cache/torch_extensions``),
 where ``<environment>`` hashes the interpreter's ``sys.prefix``, Python, torch's version, git
 revision and C++ ABI, and ``<source>`` hashes the C++ source and the compiler flags

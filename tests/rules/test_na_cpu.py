@@ -93,3 +93,23 @@ def test_explicit_cpp_request_refuses_what_it_cannot_run():
 def test_implementation_is_reported():
     assert na.implementation().startswith("cpp")
     assert na.implementation(na.NA(implementation="torch")) == "torch (requested)"
+
+
+def test_an_explicit_torch_implementation_never_asks_for_the_compiled_kernel(monkeypatch):
+    """``implementation="torch"`` must not build (or even look up) NA's kernel: the build takes
+    tens of seconds in a fresh environment, and the user asked for the reference."""
+    import torch
+
+    from spikegrad.rules import dispatch, na, na_cpu
+
+    def no(*args, **kwargs):
+        raise AssertionError("the compiled kernel was asked for")
+
+    monkeypatch.setattr(na_cpu, "status", no)
+    monkeypatch.setattr(na_cpu, "load", no)
+    choice = dispatch.rule_choice("na", "torch", "cpu", torch.float32)
+    assert choice.implementation == "torch"
+    x = torch.rand(4, 2, 3, requires_grad=True)
+    out, _ = na.sequence(x, na.NA(implementation="torch"))[:2]
+    out.sum().backward()
+    assert x.grad is not None
