@@ -244,10 +244,8 @@ def cost(rows: list[dict[str, Any]], path: Path, epochs: int | None = None) -> P
     ax.set_axisbelow(True)
     fig.legend(loc="outside lower center", ncols=2)
     if any_loaded:
-        ax.annotate("(loaded): the load average exceeded the CPU cores during that epoch, so its "
-                    "times are inflated by other work", (0, 1), xycoords="axes fraction",
-                    xytext=(4, -4), textcoords="offset points", va="top", fontsize=8,
-                    color="firebrick")
+        ax.set_xlabel("(loaded): the load average exceeded the CPU cores during that epoch, so "
+                      "its times are inflated by other work", fontsize=8, color="firebrick")
     last = max(r["epoch"] for r in ok)
     fig.suptitle(_train_title("Median time per training step (on each bar: forward + backward "
                               "ms)", finals, last, _chars(fig)), fontsize=11)
