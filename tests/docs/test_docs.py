@@ -151,3 +151,24 @@ def test_the_snippet_reader_sees_blocks_and_commands(tmp_path):
         _check(["python", "benchmarks/compare.py", "--no-such"])
     with pytest.raises(AssertionError, match="no extra"):
         _check(["pip", "install", "-e", ".[nope]"])
+
+
+def test_the_build_fails_on_a_broken_link_anchor_or_reference(tmp_path):
+    """The site's own configuration (nitpicky, MyST heading anchors, warnings as errors) turns a
+    link to a missing page, a missing section or an unknown API name into a failed build."""
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "conf.py").write_text(
+        f"exec(compile(open({str(ROOT / 'docs' / 'conf.py')!r}).read(), 'conf.py', 'exec'))\n"
+        "def setup(app):\n    pass  # no figures: the pages below show none\n")
+    (src / "index.md").write_text("# Home\n\n```{toctree}\nother\n```\n\n## A section\n")
+    (src / "other.md").write_text(
+        "# Other\n\n[fine](index.md#a-section), [gone](missing.md), "
+        "[no anchor](index.md#no-such-section), {py:func}`spikegrad.no_such`.\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "sphinx", "-W", "-n", "--keep-going", "-q", "-b", "html",
+         str(src), str(tmp_path / "html")], capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0
+    for missing in ("missing.md", "no-such-section", "spikegrad.no_such"):
+        assert missing in proc.stderr, (missing, proc.stderr[-3000:])
+    assert "a-section" not in proc.stderr  # the link that exists passes
