@@ -1,0 +1,108 @@
+"""Bring your own neuron: a rule written once as a torch step becomes fused kernels.
+
+Write the rule as a :class:`StepRule` (a frozen dataclass of hyperparameters with one pure,
+elementwise ``step(x, state, cfg)``; see :mod:`spikegrad.rules.stepfn.contract`) and
+:func:`sequence` runs a whole ``[T, *]`` sequence through it:
+
+* ``implementation="torch"``: the step in a Python loop, autograd through every step (every
+  rule, every device);
+* ``implementation="triton"``: kernels generated from the traced step and its backward
+  (:mod:`spikegrad.rules.stepfn.graph`, :mod:`spikegrad.rules.stepfn.triton_gen`), one
+  ``torch.library`` operator per direction and configuration; CUDA tensors, or CPU tensors
+  under ``TRITON_INTERPRET=1``;
+* ``implementation="auto"`` (default): Triton on CUDA where the generator covers the step,
+  else the torch loop; :func:`choice` says which and why.
+
+The same traced step also renders CUDA C for CuPy (:mod:`spikegrad.rules.stepfn.cuda_gen`).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from typing import Any
+
+import torch
+
+from spikegrad._checks import check_float_tensor
+from spikegrad.rules.stepfn.contract import StepRule, check_rule, reference_sequence
+from spikegrad.rules.stepfn.graph import UnsupportedOperation, trace
+
+__all__ = ["StepRule", "UnsupportedOperation", "sequence", "choice", "reference_sequence",
+           "check_rule", "trace", "IMPLEMENTATIONS"]
+
+IMPLEMENTATIONS = ("auto", "torch", "triton")
+_WARNED: set[Any] = set()
+
+
+def _triton_problem(device: torch.device) -> str | None:
+    if importlib.util.find_spec("triton") is None:
+        return "Triton is not installed"
+    if device.type == "cuda":
+        return None
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        return None
+    return f"the generated Triton kernels run CUDA tensors (tensors on {device}; set " \
+           "TRITON_INTERPRET=1 to interpret them on the CPU)"
+
+
+def choice(rule: StepRule, x: torch.Tensor, implementation: str = "auto") -> tuple[str, str | None]:
+    """``(implementation, reason)``: what :func:`sequence` runs for ``rule`` on ``x``, and why
+    not the fused kernel where it falls back (``None`` when it runs what was asked)."""
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got "
+                         f"{implementation!r}")
+    if implementation == "torch":
+        return "torch", None
+    try:  # first: a rule the generator cannot fuse is said so on every device
+        trace(rule)
+        problem = _triton_problem(x.device)
+    except UnsupportedOperation as e:
+        problem = str(e)
+    if implementation == "triton":
+        if problem is not None:
+            raise RuntimeError(f"{rule.name}: implementation='triton' cannot run: {problem}")
+        return "triton", None
+    if problem is not None:
+        if x.device.type == "cuda" and (rule, "auto") not in _WARNED:
+            _WARNED.add((rule, "auto"))
+            warnings.warn(f"{rule.name}: no fused kernel, the step runs in a torch loop: "
+                          f"{problem}", RuntimeWarning, stacklevel=3)
+        return "torch", problem
+    if x.device.type != "cuda":
+        return "torch", "on the CPU the torch loop runs (the Triton kernels are interpreted)"
+    return "triton", None
+
+
+def sequence(rule: StepRule, x: torch.Tensor, state: tuple[torch.Tensor, ...] | None = None,
+             implementation: str = "auto"
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Run ``rule`` over the sequence ``x`` (``[T, *]``, time first) from ``state`` (zeros if
+    ``None``): ``(out [T, *], final state)``, differentiable with respect to ``x`` and the
+    initial state."""
+    rule = check_rule(rule)
+    check_float_tensor("x", x, min_dim=1)
+    if state is not None:
+        state = tuple(state)
+        if len(state) != len(rule.states):
+            raise ValueError(f"{rule.name} has {len(rule.states)} states {rule.states}, got "
+                             f"{len(state)}")
+        state = tuple(torch.broadcast_to(s, x.shape[1:]) for s in state)
+    which, _ = choice(rule, x, implementation)
+    if which == "torch" or x.shape[0] == 0:
+        return reference_sequence(rule, x, state)
+    from spikegrad.rules.stepfn import triton_gen
+
+    if state is None:
+        state = rule.initial_state(x[0])
+    T = x.shape[0]
+    flat = x.reshape(T, -1)
+    ops = triton_gen.operators(rule, recip=x.is_cuda)
+    save = torch.is_grad_enabled() and (x.requires_grad or any(s.requires_grad for s in state))
+    res = ops.fwd(flat, [s.reshape(-1).to(torch.float32) for s in state], save)
+    k = len(rule.states)
+    out = res[0].reshape(x.shape)
+    final = tuple(r.reshape(x.shape[1:]).to(s.dtype) for r, s in zip(res[1:1 + k], state,
+                                                                        strict=True))
+    return out, final

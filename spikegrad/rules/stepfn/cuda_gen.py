@@ -1,0 +1,79 @@
+"""The same traced step as CUDA C: a :class:`~spikegrad.rules.cupy_kernels.source.KernelSpec`
+for CuPy's ``RawKernel`` (spikingjelly's ``backend="cupy"``), ``nvcc`` and the host shim.
+
+The kernels mirror :mod:`spikegrad.rules.stepfn.triton_gen`: one thread per neuron, the time
+loop inside, float32 state in registers; the forward stores each step's output and (``save``)
+the float32 state before each step, the backward walks time backwards re-computing each step
+from its saved state. Arguments (before ``T, N``):
+
+* forward: ``x`` (storage type), ``s0_<j>`` (float32 ``[N]``), ``out``, ``sT_<j>``,
+  ``sav_<j>`` (float32 ``[T, N]``), ``save`` (flag);
+* backward: ``x``, ``sav_<j>``, ``g_out``, ``g_sT_<j>`` (float32), ``g_x``, ``g_s0_<j>``.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any
+
+from spikegrad.rules.cupy_kernels.source import KernelSpec, Param
+from spikegrad.rules.stepfn.emit import c_lines
+from spikegrad.rules.stepfn.graph import trace
+
+__all__ = ["kernel_spec"]
+
+
+def _value(v: Any, names: dict[str, str]) -> str:
+    from spikegrad.rules.cupy_kernels.ctext import c_float
+
+    return names[v] if isinstance(v, str) else c_float(float(v))
+
+
+@functools.lru_cache(maxsize=256)
+def kernel_spec(rule: Any) -> KernelSpec:
+    """The two kernels of ``rule``'s configuration (raises
+    :class:`~spikegrad.rules.stepfn.graph.UnsupportedOperation` as :func:`trace` does)."""
+    traced = trace(rule)
+    k = len(rule.states)
+    ind = "    "
+    # forward
+    names = {"x": "in_x", **{s: f"in_{j}" for j, s in enumerate(rule.states)}}
+    body = [f"float st_{j} = s0_{j}[i];" for j in range(k)]
+    body += ["for (long long t = 0; t < T; ++t) {", f"{ind}const long long kk = t * N + i;",
+             *[f"{ind}if (save) sav_{j}[kk] = st_{j};" for j in range(k)],
+             f"{ind}const float in_x = sg_load(x, kk);",
+             *[f"{ind}const float in_{j} = st_{j};" for j in range(k)]]
+    body += [ind + line for line in c_lines(traced.forward, names)]
+    outs = [_value(o, names) for o in traced.forward.outputs]
+    body.append(f"{ind}sg_store(out, kk, {outs[0]});")
+    body += [f"{ind}st_{j} = {outs[1 + j]};" for j in range(k)]
+    body.append("}")
+    body += [f"sT_{j}[i] = st_{j};" for j in range(k)]
+    forward = "\n".join("  " + line for line in body)
+    # backward
+    names = {"x": "in_x", "g_out": "in_g_out",
+             **{s: f"in_{j}" for j, s in enumerate(rule.states)},
+             **{f"g_{s}": f"in_g_{j}" for j, s in enumerate(rule.states)}}
+    body = [f"float gs_{j} = g_sT_{j}[i];" for j in range(k)]
+    body += ["for (long long r = 0; r < T; ++r) {",
+             f"{ind}const long long kk = (T - 1 - r) * N + i;",
+             f"{ind}const float in_x = sg_load(x, kk);",
+             *[f"{ind}const float in_{j} = sav_{j}[kk];" for j in range(k)],
+             f"{ind}const float in_g_out = sg_load(g_out, kk);",
+             *[f"{ind}const float in_g_{j} = gs_{j};" for j in range(k)]]
+    body += [ind + line for line in c_lines(traced.backward, names)]
+    grads = [_value(o, names) for o in traced.backward.outputs]
+    body.append(f"{ind}sg_store(g_x, kk, {grads[0]});")
+    body += [f"{ind}gs_{j} = {grads[1 + j]};" for j in range(k)]
+    body.append("}")
+    body += [f"g_s0_{j}[i] = gs_{j};" for j in range(k)]
+    backward = "\n".join("  " + line for line in body)
+    fwd_params = (Param("x", "in"), *[Param(f"s0_{j}", "fin", "N") for j in range(k)],
+                  Param("out", "out"), *[Param(f"sT_{j}", "fout", "N") for j in range(k)],
+                  *[Param(f"sav_{j}", "fout") for j in range(k)], Param("save", "flag"))
+    bwd_params = (Param("x", "in"), *[Param(f"sav_{j}", "fin") for j in range(k)],
+                  Param("g_out", "in"), *[Param(f"g_sT_{j}", "fin", "N") for j in range(k)],
+                  Param("g_x", "out"), *[Param(f"g_s0_{j}", "fout", "N") for j in range(k)])
+    return KernelSpec(rule=f"gen_{rule.name}", constants=(), helpers="",
+                      forward_params=fwd_params, backward_params=bwd_params,
+                      forward_body=forward, backward_body=backward)

@@ -1,0 +1,407 @@
+"""Step rules (``spikegrad.rules.stepfn``): kernels generated from a rule's torch step.
+
+Without a GPU the generated Triton kernels run in Triton's interpreter on CPU tensors (this
+module turns ``TRITON_INTERPRET=1`` on before Triton is first imported, as
+``test_triton_kernels.py`` does; if Triton was imported earlier without it, the tests run again
+in a fresh process). Expectations are independent of the generator: the step itself run in a
+torch loop with autograd (float32, on the inputs rounded to the storage type), the hand-written
+kernels where a rule has them, and the CUDA C rendering run through the host shim.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import inspect
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+if importlib.util.find_spec("triton") is None:
+    pytest.skip("triton is not installed: no kernels to generate", allow_module_level=True)
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+if DEVICE == "cpu" and "triton" not in sys.modules:
+    os.environ["TRITON_INTERPRET"] = "1"
+
+from spikegrad.rules import bpsta, multistrength, stepfn, surrogate  # noqa: E402
+from spikegrad.rules.stepfn import cuda_gen, triton_gen  # noqa: E402
+from spikegrad.rules.stepfn import rules as R  # noqa: E402
+from spikegrad.rules.triton_kernels import kernels_lif  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+ELSEWHERE = DEVICE == "cpu" and not kernels_lif.INTERPRETED
+OWN_PROCESS = ("test_in_a_fresh_process", "test_compiled_graphs_hold_one_kernel_per_direction")
+
+
+@pytest.fixture(autouse=True)
+def _interpreter_or_elsewhere(request: pytest.FixtureRequest) -> None:
+    if request.node.originalname in OWN_PROCESS:
+        if request.node.originalname == OWN_PROCESS[0] and not ELSEWHERE:
+            pytest.skip("the kernels run in this process: no need for a fresh one")
+        return
+    if ELSEWHERE:
+        pytest.skip("Triton was imported without the interpreter: see test_in_a_fresh_process")
+
+
+@dataclasses.dataclass(frozen=True)
+class AdaptiveLIF(stepfn.StepRule):
+    """A user's rule, as the docs show it: LIF with a spike-driven adaptive threshold."""
+
+    beta: float = 0.9
+    rho: float = 0.95
+    spike: surrogate.Surrogate = surrogate.ATan(2.0)
+    states = ("v", "b")
+
+    @staticmethod
+    def step(x, state, cfg):
+        v, b = state
+        u = cfg.beta * v + x
+        threshold = 1.0 + 1.8 * b
+        s = cfg.spike(u - threshold)
+        return s, (u - s * threshold, cfg.rho * b + (1 - cfg.rho) * s)
+
+
+RULES = {
+    "reset_term": R.ResetTerm(),
+    "reset_term subtract atan k=.5": R.ResetTerm(mechanism="subtract", spike=surrogate.ATan(2.0),
+                                                 reset_grad_scale=0.5),
+    "reset_term detach inclusive": R.ResetTerm(spike=surrogate.Sigmoid(0.3, inclusive=True),
+                                               reset_grad_scale=0.0),
+    "htdglif paper": R.HTDGLIF(),
+    "htdglif braincog": R.HTDGLIF(bpsta.HTDGLIF(mode="braincog", dt=0.5, alpha=0.3)),
+    "multistrength": R.MultiStrength(),
+    "multistrength capped": R.MultiStrength(multistrength.MultiStrength(
+        max_strength=2, detach_reset=False, threshold=0.7)),
+    "adaptive lif": AdaptiveLIF(),
+}
+#: gradients: |a - b| <= tol * (1 + |b|), per storage type (half types: the float32 result
+#: rounded once)
+TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
+SHAPES = [(1, (5,)), (6, (3, 7)), (4, (200,))]
+
+
+def _inputs(rule, T, shape, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    x = (torch.randn(T, *shape, generator=g) * 1.5).to(dtype)
+    s0 = tuple((torch.randn(*shape, generator=g) * 0.4).float() for _ in rule.states)
+    if isinstance(rule, (R.HTDGLIF, R.MultiStrength)):  # their states are never negative here
+        s0 = tuple(s.abs() for s in s0)
+    return x.to(DEVICE), tuple(s.to(DEVICE) for s in s0)
+
+
+def _run(rule, x, s0, implementation, g_out, g_final):
+    """Outputs, final states and the gradients of (x, s0) for random upstream gradients."""
+    x = x.detach().requires_grad_(True)
+    s0 = tuple(s.detach().requires_grad_(True) for s in s0)
+    out, final = stepfn.sequence(rule, x, s0, implementation=implementation)
+    grads = torch.autograd.grad([out, *final], [x, *s0], [g_out, *g_final])
+    return out.detach(), tuple(f.detach() for f in final), grads
+
+
+def _close(a, b, tol, what):
+    """Within ``tol`` relative to ``1 + |b|``; NaN where (and only where) the reference has NaN
+    (snntorch's sigmoid surrogate overflows to inf / inf far from the threshold)."""
+    a, b = a.float(), b.float()
+    assert torch.equal(a.isnan(), b.isnan()), f"{what}: NaN in other places"
+    a, b = a.nan_to_num(0.0), b.nan_to_num(0.0)
+    err = ((a - b).abs() / (1 + b.abs())).max().item()
+    assert err <= tol, f"{what}: {err:.3g} > {tol}"
+
+
+@pytest.mark.parametrize("dtype", list(TOL), ids=str)
+@pytest.mark.parametrize("T,shape", SHAPES, ids=[f"T{t}-{s}" for t, s in SHAPES])
+@pytest.mark.parametrize("name", list(RULES))
+def test_generated_kernels_equal_the_step(name, T, shape, dtype):
+    """Spikes (strengths) identical to the step's own loop, states and gradients of the input
+    and of the initial state within tolerance, for random upstream gradients on every output."""
+    rule = RULES[name]
+    x, s0 = _inputs(rule, T, shape, dtype)
+    g = torch.Generator().manual_seed(1)
+    g_out = torch.randn(x.shape, generator=g).to(dtype).to(DEVICE)
+    g_final = tuple(torch.randn(shape, generator=g).to(DEVICE) for _ in rule.states)
+    ref = _run(rule, x.float(), s0, "torch", g_out.float(), g_final)
+    got = _run(rule, x, s0, "triton", g_out, g_final)
+    assert got[0].dtype == dtype
+    assert torch.equal(got[0], ref[0].to(dtype)), "outputs differ"
+    for a, b in zip(got[1], ref[1], strict=True):
+        _close(a, b, 1e-6, "final state")
+    for i, (a, b) in enumerate(zip(got[2], ref[2], strict=True)):
+        _close(a, b, TOL[dtype], f"gradient {i}")
+
+
+@pytest.mark.parametrize("name", ["reset_term subtract atan k=.5", "htdglif paper",
+                                  "adaptive lif"])
+def test_chained_calls_equal_one_call(name):
+    """Two calls of 3 steps, the second from the first's final state, equal one of 6 steps
+    (outputs and every gradient): truncation points do not change the math."""
+    rule = RULES[name]
+    x, s0 = _inputs(rule, 6, (9,), torch.float32)
+    x = x.requires_grad_(True)
+    s0 = tuple(s.requires_grad_(True) for s in s0)
+    one, fin1 = stepfn.sequence(rule, x, s0, implementation="triton")
+    a, mid = stepfn.sequence(rule, x[:3], s0, implementation="triton")
+    b, fin2 = stepfn.sequence(rule, x[3:], mid, implementation="triton")
+    two = torch.cat([a, b])
+    assert torch.equal(one, two)
+    w = torch.randn_like(one)
+    g1 = torch.autograd.grad((one * w).sum() + sum(f.sum() for f in fin1), [x, *s0])
+    g2 = torch.autograd.grad((two * w).sum() + sum(f.sum() for f in fin2), [x, *s0])
+    for p, q in zip(g1, g2, strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+
+
+def _host_surrogates():
+    import snntorch as snn
+    from spikingjelly.activation_based import surrogate as sjs
+
+    out = {f"snntorch.{n}": getattr(snn.surrogate, n)() for n in (
+        "atan", "fast_sigmoid", "sigmoid", "triangular", "straight_through_estimator",
+        "spike_rate_escape", "heaviside", "SFS")}
+    for n, cls in vars(sjs).items():
+        if (inspect.isclass(cls) and issubclass(cls, sjs.SurrogateFunctionBase)
+                and cls is not sjs.SurrogateFunctionBase
+                and n not in ("MultiLevelSpikeCount", "PoissonPass")):
+            out[f"spikingjelly.{n}"] = cls()
+    return out
+
+
+#: deterministic, elementwise surrogates of the hosts; the others (stochastic: snntorch's SSO
+#: and LSO, spikingjelly's PoissonPass) are not elementwise functions of the potential
+HOST_SURROGATES = sorted(_host_surrogates())
+
+
+@pytest.mark.parametrize("name", HOST_SURROGATES)
+def test_every_elementwise_surrogate_of_both_hosts(name):
+    """Reset-term with each host surrogate: the generated kernels equal the step's loop (or,
+    where the generator does not cover an operation, it says which, naming the operation)."""
+    rule = R.ResetTerm(spike=_host_surrogates()[name])
+    try:
+        stepfn.trace(rule)
+    except stepfn.UnsupportedOperation as e:
+        assert "aten." in str(e) or "tensor constant" in str(e), str(e)
+        pytest.fail(f"{name} is not covered: {e}")
+    x, s0 = _inputs(rule, 5, (6, 11), torch.float32)
+    g_out = torch.randn_like(x)
+    g_final = (torch.randn_like(s0[0]),)
+    ref = _run(rule, x, s0, "torch", g_out, g_final)
+    got = _run(rule, x, s0, "triton", g_out, g_final)
+    assert torch.equal(got[0], ref[0])
+    for a, b in zip(got[2], ref[2], strict=True):
+        _close(a, b, 1e-5, "gradient")
+
+
+def test_generated_kernels_equal_the_hand_written_ones():
+    """Where a rule has hand-written Triton kernels, the generated ones give the same spikes,
+    states and input gradients from rest (same math, written twice)."""
+    from spikegrad.rules.triton_kernels import functions, spec
+
+    torch.manual_seed(3)
+    x = (torch.randn(7, 33) * 1.5).to(DEVICE)
+    g = torch.randn_like(x)
+    cases = [
+        (R.ResetTerm(beta=0.75, spike=surrogate.ATan(2.0)),
+         lambda c: functions.reset_term_sequence(
+             c, torch.zeros_like(c[0]), None,
+             spec.reset_term_spec(0.75, 1.0, surrogate.ATan(2.0), "zero", 1.0, None))),
+        (R.HTDGLIF(), lambda c: functions.bpsta_sequence(c, torch.zeros_like(c[0]),
+                                                         bpsta.HTDGLIF())),
+        (R.MultiStrength(multistrength.MultiStrength(max_strength=2)),
+         lambda c: functions.multistrength_sequence(c, torch.zeros_like(c[0]),
+                                                    multistrength.MultiStrength(max_strength=2))),
+    ]
+    for rule, hand in cases:
+        c1 = x.clone().requires_grad_(True)
+        out1, _ = stepfn.sequence(rule, c1, implementation="triton")
+        (g1,) = torch.autograd.grad(out1, c1, g)
+        c2 = x.clone().requires_grad_(True)
+        out2 = hand(c2)[0]
+        (g2,) = torch.autograd.grad(out2, c2, g)
+        assert torch.equal(out1, out2), rule.name
+        torch.testing.assert_close(g1, g2, rtol=1e-6, atol=1e-6, msg=rule.name)
+
+
+def test_an_operation_the_generator_does_not_cover_is_named_at_construction():
+    @dataclasses.dataclass(frozen=True)
+    class Erfy(stepfn.StepRule):
+        states = ("v",)
+
+        @staticmethod
+        def step(x, state, cfg):
+            u = 0.9 * state[0] + torch.special.erf(x)
+            s = surrogate.ATan()(u - 1.0)
+            return s, (u * (1 - s),)
+
+    rule = Erfy()
+    x = torch.rand(3, 4)
+    with pytest.raises(stepfn.UnsupportedOperation, match=r"Erfy.step uses aten\.erf"):
+        stepfn.trace(rule)
+    with pytest.raises(RuntimeError, match=r"implementation='triton' cannot run.*aten\.erf"):
+        stepfn.sequence(rule, x, implementation="triton")
+    which, why = stepfn.choice(rule, x)
+    assert which == "torch" and "aten.erf" in why
+    out, (v,) = stepfn.sequence(rule, x)  # auto: the torch loop, same math
+    ref, (v_ref,) = stepfn.reference_sequence(rule, x)
+    assert torch.equal(out, ref) and torch.equal(v, v_ref)
+
+
+def test_a_step_that_is_not_elementwise_or_breaks_the_contract_raises():
+    @dataclasses.dataclass(frozen=True)
+    class Pooled(stepfn.StepRule):
+        states = ("v",)
+
+        @staticmethod
+        def step(x, state, cfg):
+            return x.sum(), (state[0],)
+
+    with pytest.raises(ValueError, match="elementwise"):
+        stepfn.trace(Pooled())
+
+    with pytest.raises(TypeError, match="frozen"):  # Python itself refuses a mutable rule
+        @dataclasses.dataclass
+        class NotFrozen(stepfn.StepRule):
+            @staticmethod
+            def step(x, state, cfg):
+                return x, state
+
+    class NoStep(stepfn.StepRule):
+        pass
+
+    with pytest.raises(TypeError, match="defines no step"):
+        stepfn.check_rule(NoStep())
+    with pytest.raises(TypeError, match="StepRule"):
+        stepfn.check_rule(object())
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        stepfn.sequence(AdaptiveLIF(), torch.rand(2, 3), implementation="cuda")
+    with pytest.raises(ValueError, match="2 states"):
+        stepfn.sequence(AdaptiveLIF(), torch.rand(2, 3), (torch.zeros(3),))
+    with pytest.raises(TypeError, match="floating-point"):
+        stepfn.sequence(AdaptiveLIF(), torch.ones(2, 3, dtype=torch.int64))
+
+
+def test_the_forward_operator_passes_opcheck():
+    """Schema and autograd registration (opcheck); its fake implementation is checked on
+    ``cuda`` fake tensors in :func:`test_compiled_graphs_hold_one_kernel_per_direction` (the
+    interpreter runs kernels on fake tensors, so opcheck's fake-tensor test needs a GPU here)."""
+    rule = RULES["adaptive lif"]
+    ops = triton_gen.operators(rule, recip=DEVICE == "cuda")
+    x = torch.randn(4, 6, device=DEVICE, requires_grad=True)
+    state = [torch.zeros(6, device=DEVICE, requires_grad=True) for _ in rule.states]
+    tests = None if DEVICE == "cuda" else ("test_schema", "test_autograd_registration")
+    torch.library.opcheck(ops.fwd, (x, state, True), test_utils=tests or
+                          ("test_schema", "test_autograd_registration", "test_faketensor",
+                           "test_aot_dispatch_dynamic"))
+
+
+def _host_run(rule, x, s0, g_out, g_final):
+    from spikegrad.rules.cupy_kernels import host
+
+    spec = cuda_gen.kernel_spec(rule)
+    T, N = x.shape
+    k = len(rule.states)
+    out, fin = torch.empty_like(x), [torch.empty(N) for _ in range(k)]
+    sav = [torch.empty(T, N) for _ in range(k)]
+    host.launch(spec, "forward", "f32", T, N, {
+        "x": x, "out": out, "save": 1, **{f"s0_{j}": s0[j] for j in range(k)},
+        **{f"sT_{j}": fin[j] for j in range(k)}, **{f"sav_{j}": sav[j] for j in range(k)}})
+    g_x, g_init = torch.empty_like(x), [torch.empty(N) for _ in range(k)]
+    host.launch(spec, "backward", "f32", T, N, {
+        "x": x, "g_out": g_out, "g_x": g_x, **{f"sav_{j}": sav[j] for j in range(k)},
+        **{f"g_sT_{j}": g_final[j] for j in range(k)},
+        **{f"g_s0_{j}": g_init[j] for j in range(k)}})
+    return out, fin, [g_x, *g_init]
+
+
+@pytest.mark.parametrize("name", list(RULES))
+def test_the_cuda_source_of_the_same_step_equals_it(name):
+    """The CUDA C rendering (for CuPy), compiled as C++ by the host shim and run on the CPU,
+    equals the step's loop: outputs exactly, states and gradients within float32 rounding."""
+    from spikegrad.rules.cupy_kernels import host
+
+    if host.compiler() is None:
+        pytest.skip("no C++ compiler for the host shim")
+    rule = RULES[name]
+    x, s0 = _inputs(rule, 6, (37,), torch.float32)
+    x, s0 = x.cpu(), tuple(s.cpu() for s in s0)
+    g_out = torch.randn_like(x)
+    g_final = [torch.randn(37) for _ in rule.states]
+    ref = _run(rule, x, s0, "torch", g_out, g_final)
+    out, fin, grads = _host_run(rule, x, list(s0), g_out, g_final)
+    assert torch.equal(out, ref[0])
+    for a, b in zip([*fin, *grads], [*ref[1], *ref[2]], strict=True):
+        _close(a, b, 1e-6, name)
+
+
+@pytest.mark.skipif(shutil.which("nvcc") is None, reason="no nvcc on this machine")
+def test_the_cuda_source_compiles_with_nvcc(tmp_path):
+    for name, rule in RULES.items():
+        src = tmp_path / f"{name.replace(' ', '_').replace('=', '').replace('.', '')}.cu"
+        src.write_text(cuda_gen.kernel_spec(rule).source)
+        res = subprocess.run(["nvcc", "-arch=sm_80", "--fmad=false", "-c", str(src), "-o",
+                              str(src.with_suffix(".o"))], capture_output=True, text=True)
+        assert res.returncode == 0, f"{name}:\n{res.stderr[-3000:]}"
+
+
+def test_compiled_graphs_hold_one_kernel_per_direction():
+    """In a fresh process without the interpreter (no GPU needed to trace): torch.compile with
+    fullgraph=True (no graph break) puts one generated Triton kernel in the forward graph and
+    one in the backward graph."""
+    code = textwrap.dedent(f"""
+        import dataclasses, sys, torch
+        sys.path.insert(0, {str(ROOT)!r})
+        import torch._functorch.config as fc
+        from torch._dynamo.backends.common import aot_autograd
+        from spikegrad.rules import stepfn, surrogate
+        from spikegrad.rules.stepfn import rules as R, triton_gen
+        fc.force_non_lazy_backward_lowering = True
+        kept = []
+        def keep(gm, example_inputs):
+            kept.append(gm.code)
+            return gm
+        backend = aot_autograd(fw_compiler=keep, bw_compiler=keep)
+        for rule in (R.ResetTerm(spike=surrogate.ATan(2.0)), R.HTDGLIF()):
+            ops = triton_gen.operators(rule, recip=True)
+            def fn(x, v):
+                return ops.fwd(x, [v], True)[:2]
+            torch._dynamo.reset()
+            kept.clear()
+            x, v = torch.rand(4, 3, requires_grad=True), torch.zeros(3)
+            try:
+                out = torch.compile(fn, backend=backend, fullgraph=True)(x, v)
+                (out[0].sum() + out[1].sum()).backward()
+            except RuntimeError as exc:  # no GPU: the traced graph cannot run
+                if "driver" not in str(exc) and "CUDA" not in str(exc) and "GPU" not in str(exc):
+                    raise
+            assert len(kept) == 2, (rule.name, len(kept))
+            for c in kept:
+                assert c.count("triton_kernel_wrapper_functional(") == 1, c
+        from torch._subclasses.fake_tensor import FakeTensorMode
+        ops = triton_gen.operators(R.MultiStrength(), recip=True)
+        with FakeTensorMode():  # the fake implementation: shapes, dtypes, devices
+            x = torch.empty(5, 7, device="cuda", dtype=torch.bfloat16)
+            res = ops.fwd(x, [torch.empty(7, device="cuda")], True)
+            assert [(tuple(r.shape), r.dtype, r.device.type) for r in res] == [
+                ((5, 7), torch.bfloat16, "cuda"), ((7,), torch.float32, "cuda"),
+                ((5, 7), torch.float32, "cuda")], res
+            g = ops.bwd(x, [res[2]], torch.empty_like(x), [torch.empty(7, device="cuda")])
+            assert [(tuple(r.shape), r.dtype, r.device.type) for r in g] == [
+                ((5, 7), torch.bfloat16, "cuda"), ((7,), torch.float32, "cuda")], g
+        print("graphs ok")
+    """)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         timeout=600)
+    assert "graphs ok" in res.stdout, res.stdout[-3000:] + res.stderr[-5000:]
+
+
+def test_in_a_fresh_process():
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                          __file__], capture_output=True, text=True, env=env, timeout=1800)
+    assert " passed" in res.stdout and "failed" not in res.stdout, res.stdout[-3000:]
