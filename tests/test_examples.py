@@ -28,7 +28,8 @@ HOSTS = {  # directory -> (the host's name in the result line, its extra tiny-bu
     "spikingjelly_csnn": ("spikingjelly-csnn", ["--channels", "4"]),
 }
 RULES = {"baseline": "baseline", "reset_term": "reset-term", "na": "na",
-         "bpsa_bpta": "bpsa-bpta", "ttfs": "ttfs", "multi_strength": "multi-strength"}
+         "bpsa_bpta": "bpsa-bpta", "ttfs": "ttfs", "multi_strength": "multi-strength",
+         "adaptive_lif": "adaptive-lif"}  # a user-defined step rule (examples/adaptive_lif.py)
 TINY = ["--train-images", "64", "--test-images", "32", "--epochs", "1", "--batch-size", "32",
         "--T", "3", "--seed", "0"]
 RESULT = re.compile(r"^result: rule=(?P<rule>\S+) host=(?P<host>\S+) recipe=(?P<recipe>on|off)"

@@ -16,6 +16,8 @@ _LOCATIONS["NALeaky"] = ("spikegrad.neurons.snntorch_na", "NALeaky")
 for _name in ("ResetTermLIFNode", "NALIFNode", "HTDGLIFNode", "MultiStrengthIFNode"):
     _LOCATIONS[_name] = ("spikegrad.neurons.spikingjelly", _name)
 _LOCATIONS["reset_net"] = ("spikegrad.adapters.spikingjelly", "reset_net")
+_LOCATIONS["Leaky"] = ("spikegrad.neurons.snntorch_step", "Leaky")
+_LOCATIONS["Node"] = ("spikegrad.neurons.spikingjelly_step", "Node")
 _LOCATIONS["reset_states"] = ("spikegrad.adapters.snntorch", "reset_states")
 
 __all__ = sorted(_LOCATIONS)

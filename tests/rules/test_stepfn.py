@@ -405,3 +405,100 @@ def test_in_a_fresh_process():
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                           __file__], capture_output=True, text=True, env=env, timeout=1800)
     assert " passed" in res.stdout and "failed" not in res.stdout, res.stdout[-3000:]
+
+
+# --- the rule as a neuron of either host (spikegrad.neurons.Leaky / Node) -------------------
+def _snn_loop(lif, x):
+    mem, outs = lif.init_leaky(), []
+    for t in range(x.shape[0]):
+        spk, mem = lif(x[t], mem)
+        outs.append(spk)
+    return torch.stack(outs), mem
+
+
+@pytest.mark.parametrize("name", ["adaptive lif", "htdglif paper", "multistrength capped"])
+def test_a_rule_is_a_neuron_of_both_hosts(name):
+    """``neurons.Leaky(rule)`` in snntorch's per-step loop, its ``sequence`` (generated
+    kernels), ``neurons.Node(rule)`` in both step modes: the step's own loop in outputs, final
+    states and input gradients; extra states live on the neuron under the rule's names."""
+    from spikingjelly.activation_based import functional
+
+    from spikegrad import neurons
+
+    rule = RULES[name]
+    x, _ = _inputs(rule, 6, (4, 5), torch.float32)
+    w = torch.randn_like(x)
+    ref_x = x.clone().requires_grad_(True)
+    ref, ref_final = stepfn.reference_sequence(rule, ref_x)
+    (ref_g,) = torch.autograd.grad((ref * w).sum(), ref_x)
+
+    def check(out, xin, what):
+        assert torch.equal(out, ref), what
+        (g,) = torch.autograd.grad((out * w).sum(), xin)
+        torch.testing.assert_close(g, ref_g, rtol=1e-5, atol=1e-6, msg=what)
+
+    lif = neurons.Leaky(rule).to(DEVICE)
+    xin = x.clone().requires_grad_(True)
+    out, mem = _snn_loop(lif, xin)
+    check(out, xin, "snntorch loop")
+    assert torch.equal(mem, ref_final[0])
+    for state, value in zip(rule.states[1:], ref_final[1:], strict=True):
+        assert torch.equal(getattr(lif, state), value)
+    xin = x.clone().requires_grad_(True)
+    check(neurons.Leaky(rule, implementation="triton").sequence(xin)[0], xin, "sequence")
+    for mode, impl in (("s", "auto"), ("m", "triton"), ("m", "torch")):
+        node = neurons.Node(rule, step_mode=mode, implementation=impl).to(DEVICE)
+        xin = x.clone().requires_grad_(True)
+        out = node(xin) if mode == "m" else torch.stack([node(xin[t]) for t in range(6)])
+        check(out, xin, f"spikingjelly {mode} {impl}")
+        assert torch.equal(node.v, ref_final[0])
+        functional.reset_net(node)
+        assert all(getattr(node, s) == 0.0 for s in rule.states[1:]) and node.v == 0.0
+
+
+def test_step_neurons_compile_without_graph_breaks_and_save():
+    """torch.compile(fullgraph=True) of snntorch's per-step loop and of a spikingjelly
+    multi-step network with the rule's neurons; whole models round-trip through torch.save."""
+    import io
+
+    from spikingjelly.activation_based import functional, layer
+
+    from spikegrad import neurons
+
+    rule = RULES["adaptive lif"]
+    x = torch.rand(5, 3, 8)
+    fc, lif = torch.nn.Linear(8, 6), neurons.Leaky(rule)
+
+    def loop(x):
+        mem, outs = lif.init_leaky(), []
+        for t in range(x.shape[0]):
+            spk, mem = lif(fc(x[t]), mem)
+            outs.append(spk)
+        return torch.stack(outs)
+
+    eager = loop(x)
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(loop, fullgraph=True, backend="aot_eager")(x), eager)
+    net = torch.nn.Sequential(layer.Linear(8, 6), neurons.Node(rule, implementation="torch"))
+    functional.set_step_mode(net, "m")
+    eager = net(x)
+    functional.reset_net(net)
+    torch._dynamo.reset()
+    assert torch.equal(torch.compile(net, fullgraph=True, backend="aot_eager")(x), eager)
+    for model in (torch.nn.Sequential(fc, lif), net):
+        buf = io.BytesIO()
+        torch.save(model, buf)
+        buf.seek(0)
+        assert torch.load(buf, weights_only=False)[1].rule == rule
+
+
+def test_step_neurons_refuse_what_they_cannot_honour():
+    from spikegrad import neurons
+
+    with pytest.raises(TypeError, match="StepRule"):
+        neurons.Leaky(surrogate.ATan())
+    with pytest.raises(ValueError, match="implementation must be one of"):
+        neurons.Node(RULES["adaptive lif"], implementation="cupy")
+    lif = neurons.Leaky(RULES["adaptive lif"])
+    with pytest.raises(ValueError, match="has no reset_mechanism"):
+        lif.reset_mechanism = "subtract"
