@@ -32,7 +32,8 @@ def _value(v: Any, names: dict[str, str]) -> str:
 @functools.lru_cache(maxsize=256)
 def kernel_spec(rule: Any) -> KernelSpec:
     """The two kernels of ``rule``'s configuration (raises
-    :class:`~spikegrad.rules.stepfn.graph.UnsupportedOperation` as :func:`trace` does)."""
+    :class:`~spikegrad.rules.stepfn.graph.UnsupportedOperation` as
+    :func:`~spikegrad.rules.stepfn.graph.trace` does)."""
     traced = trace(rule)
     k = len(rule.states)
     ind = "    "

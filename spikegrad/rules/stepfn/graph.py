@@ -31,8 +31,8 @@ class UnsupportedOperation(ValueError):
     """The step uses an operation the kernel generator does not cover."""
 
 
-#: operations of the IR: name -> (number of tensor-or-scalar operands, result kind or None =
-#: the kind of the first operand)
+#: every operation of the IR, by name, with its number of operands (tensors or numbers) and its
+#: result kind ("f", "b", or None for the kind of the first operand)
 OPS: dict[str, tuple[int, str | None]] = {
     "add": (2, "f"), "sub": (2, "f"), "mul": (2, "f"), "div": (2, "f"), "neg": (1, "f"),
     "reciprocal": (1, "f"), "exp": (1, "f"), "log": (1, "f"), "sqrt": (1, "f"),
