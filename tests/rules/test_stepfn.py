@@ -502,3 +502,81 @@ def test_step_neurons_refuse_what_they_cannot_honour():
     lif = neurons.Leaky(RULES["adaptive lif"])
     with pytest.raises(ValueError, match="has no reset_mechanism"):
         lif.reset_mechanism = "subtract"
+
+
+_TRAFFIC_SCRIPT = textwrap.dedent(r"""
+    import json, os, sys
+    os.environ["TRITON_INTERPRET"] = "1"
+    sys.path.insert(0, sys.argv[1])
+    import numpy as np
+    import torch
+    from triton.runtime import interpreter as I
+
+    seen = {"load": [], "store": []}
+
+    def _record(kind, ptrs, mask):
+        size = ptrs.get_element_ty().primitive_bitwidth // 8
+        addr = np.asarray(ptrs.data).reshape(-1)[np.asarray(mask.data, bool).reshape(-1)]
+        seen[kind].append((addr.astype(np.uint64), size))
+
+    B = I.InterpreterBuilder
+    _load, _store = B.create_masked_load, B.create_masked_store
+    B.create_masked_load = lambda self, p, m, *a, **k: (_record("load", p, m),
+                                                        _load(self, p, m, *a, **k))[1]
+    B.create_masked_store = lambda self, p, v, m, *a, **k: (_record("store", p, m),
+                                                            _store(self, p, v, m, *a, **k))[1]
+    from spikegrad.rules.stepfn import rules as R, triton_gen
+    out = []
+    for name, rule in (("reset_term", R.ResetTerm()), ("multistrength", R.MultiStrength())):
+        for dtype, T, N in ((torch.float32, 4, 200), (torch.float16, 3, 7)):
+            ops = triton_gen.operators(rule, recip=False)
+            x = torch.randn(T, N).to(dtype)
+            state = [torch.zeros(N) for _ in rule.states]
+            counts = {}
+            for direction in ("forward", "backward"):
+                seen["load"].clear(); seen["store"].clear()
+                if direction == "forward":
+                    res = ops.fwd(x, state, True)
+                else:
+                    ops.bwd(x, res[1 + len(state):], torch.randn(T, N).to(dtype),
+                            [torch.randn(N) for _ in state])
+                counts[direction] = {
+                    kind + "s": int(sum(a.size * s for a, s in seen[kind]))
+                    for kind in ("load", "store")}
+                counts[direction]["unique"] = int(sum(
+                    np.unique(a).size * s for kind in ("load", "store") for a, s in seen[kind]))
+            out.append({"rule": name, "dtype": str(dtype), "T": T, "N": N, "counts": counts})
+    print(json.dumps(out))
+""")
+
+
+def test_generated_kernels_move_the_bytes_the_model_counts():
+    """The interpreter's recorded loads and stores of the generated kernels equal
+    :func:`triton_gen.traffic`, and per neuron-step (forward + backward) they move as many
+    bytes as the hand-written reset-term and multi-strength kernels (the model of
+    :mod:`spikegrad.rules.traffic`) and fewer than BPSA/BPTA's: the generated forward stores no
+    state sequence, its backward reads the input again instead."""
+    from spikegrad.rules import traffic as hand
+
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run([sys.executable, "-c", _TRAFFIC_SCRIPT, str(ROOT)],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode == 0, res.stderr[-4000:]
+    rules = {"reset_term": R.ResetTerm(), "multistrength": R.MultiStrength()}
+    import json
+
+    for row in json.loads(res.stdout.strip().splitlines()[-1]):
+        dtype = getattr(torch, row["dtype"].removeprefix("torch."))
+        for direction, got in row["counts"].items():
+            model = triton_gen.traffic(rules[row["rule"]], direction, row["T"], row["N"], dtype)
+            assert (got["loads"], got["stores"], got["unique"]) == (
+                model.loads, model.stores, model.unique), (row, direction)
+    T, N = 1000, 1000
+    for dtype in (torch.float32, torch.float16):
+        gen = sum(triton_gen.traffic(R.ResetTerm(), d, T, N, dtype).unique
+                  for d in ("forward", "backward")) / (T * N)
+        for name, relation in (("reset-term", "eq"), ("multi-strength", "eq"),
+                               ("bpsa-bpta", "lt")):
+            total = hand.bytes_per_neuron_step(name, T, N, dtype)["total"]
+            assert (abs(gen - total) < 0.05) if relation == "eq" else gen < total, \
+                (name, dtype, gen, total)

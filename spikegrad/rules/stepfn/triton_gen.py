@@ -33,7 +33,7 @@ import torch
 from spikegrad.rules.stepfn.emit import triton_lines
 from spikegrad.rules.stepfn.graph import Traced, trace
 
-__all__ = ["BLOCK", "Operators", "operators", "kernel_source", "cache_dir"]
+__all__ = ["BLOCK", "Operators", "operators", "kernel_source", "cache_dir", "traffic"]
 
 Tensor = torch.Tensor
 F32 = torch.float32
@@ -211,3 +211,27 @@ def _register(digest: str, module: Any, k: int, source: str) -> Operators:
 
     fwd.register_autograd(backward, setup_context=setup_context)
     return Operators(digest, fwd, bwd, source)
+
+
+def traffic(rule: Any, direction: str, T: int, N: int, dtype: torch.dtype = torch.float32,
+            *, save: bool = True) -> Any:
+    """Bytes one launch of the generated kernel moves over ``[T, N]``, counted from the loads
+    and stores :func:`kernel_source` writes (a :class:`spikegrad.rules.traffic.Traffic`; every
+    element is touched once, so ``unique == loads + stores``).
+
+    Forward: loads ``x`` and the initial states, stores the output, the final states and, with
+    ``save``, each step's float32 state. Backward: loads ``x``, the saved states, the output's
+    and the final states' gradients, stores the input's and the initial states' gradients.
+    """
+    from spikegrad.rules.traffic import F32, Traffic
+
+    k, s, TN = len(rule.states), torch.empty((), dtype=dtype).element_size(), T * N
+    if direction == "forward":
+        loads = TN * s + k * N * F32
+        stores = TN * s + k * N * F32 + (k * TN * F32 if save else 0)
+    elif direction == "backward":
+        loads = k * N * F32 + TN * s + k * TN * F32 + TN * s
+        stores = TN * s + k * N * F32
+    else:
+        raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
+    return Traffic(loads, stores, loads + stores)
