@@ -28,7 +28,7 @@ GPU; rank 0 writes the results).
 
 Examples::
 
-    python benchmarks/compare.py --quick                       # a few minutes on 2 CPU cores
+    python benchmarks/compare.py --quick   # 87 s on a quiet 2-core CPU, about 10-13 min loaded
     python benchmarks/compare.py --framework spikingjelly --epochs 3
     python benchmarks/compare.py --rules baseline na --recipe paper common --seed 0 1 2
     python benchmarks/compare.py --mode speed --device cuda
@@ -55,7 +55,7 @@ from suite.store import CorruptResults, Store, atomic_write, printed, summary  #
 
 from spikegrad.adapters.network import PRESETS  # noqa: E402
 
-#: what ``--quick`` sets (unless given explicitly): a few minutes on 2 CPU cores.
+#: what ``--quick`` sets (unless given explicitly): 87 s on a quiet 2-core CPU, 10-13 min loaded.
 QUICK = {"epochs": 1, "train_subset": 4096, "test_subset": 1000, "min_run_time": 0.05}
 DEFAULTS = {"epochs": 2, "train_subset": None, "test_subset": None, "min_run_time": 0.5}
 #: train-mode options and their defaults (speed mode refuses them when given explicitly)
@@ -108,7 +108,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/compare",
                    help="output directory (default: runs/compare)")
     p.add_argument("--quick", action="store_true",
-                   help="a small subset that finishes in a few minutes on 2 CPU cores: 1 epoch "
+                   help="a small subset (87 s on a quiet 2-core CPU, 10-13 min loaded): 1 epoch "
                    "on 4 096 training and 1 000 test images (train), N=256 and T in {4, 8} "
                    "(speed); explicit options still win")
     p.add_argument("--mode", choices=("train", "speed", "gradient"), default="train",

@@ -61,7 +61,9 @@ class ResetTermLeaky(SpikegradLeaky):
 
     Spikes when ``mem > threshold``; ``mem`` is the pre-reset potential. With
     ``reset_grad="full"`` the gradient flows through the reset (the paper's rule); with
-    ``"detach"`` the neuron equals ``snn.Leaky(reset_mechanism="zero")``.
+    ``"detach"`` the neuron equals ``snn.Leaky(reset_mechanism="zero",
+    spike_grad=snn.surrogate.sigmoid(slope=1/0.3))`` (spikes, ``mem`` and gradients; with the
+    default ``spike_grad`` the surrogates differ).
 
     Args:
         beta: membrane decay ``1 - 1/τm`` (clamped to ``[0, 1]`` as in the host).

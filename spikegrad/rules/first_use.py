@@ -24,6 +24,7 @@ capture no probe runs (a kernel not probed yet is used as is).
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -35,7 +36,7 @@ __all__ = ["KernelFallbackWarning", "FAMILIES", "problem", "forget", "REPORT"]
 #: kernel families with a first-use probe
 FAMILIES = ("triton", "cupy", "triton_replay")
 #: how a user reports a kernel that fails on their machine
-REPORT = ("please report it with the output of `python -m spikegrad.check --json "
+REPORT = (f"please report it with the output of `{sys.executable} -m spikegrad.check --json "
           "spikegrad-check.json` (the table and the file) in spikegrad's issue tracker")
 #: the probe's size: a few steps, more neurons than one program's block of 128, odd
 _T, _N = 3, 131

@@ -183,7 +183,7 @@ def status() -> str:
     if _STATE["module"] is not None:
         return "available"
     return (f"the C++ kernel could not be built ({_STATE['error']}); install a C++ compiler "
-            "and `pip install ninja`, then run `python -m spikegrad.rules.na_cpu`")
+            f"and `pip install ninja`, then run `{sys.executable} -m spikegrad.rules.na_cpu`")
 
 
 def main(argv: list[str] | None = None) -> int:
