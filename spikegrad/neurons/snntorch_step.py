@@ -39,6 +39,8 @@ class Leaky(SpikegradLeaky):
         if implementation not in stepfn.IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {stepfn.IMPLEMENTATIONS}, "
                              f"got {implementation!r}")
+        if implementation == "triton":  # an operation the generator lacks is named now
+            stepfn.trace(rule)
         super().__init__(_exact(1.0), _exact(1.0), _UNUSED_SPIKE_GRAD, False, init_hidden,
                          False, False, False, "none", False, output,
                          graded_spikes_factor, learn_graded_spikes_factor, True)

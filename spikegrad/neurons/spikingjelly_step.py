@@ -38,6 +38,8 @@ class Node(SpikegradNode):
         if implementation not in stepfn.IMPLEMENTATIONS:
             raise ValueError(f"implementation must be one of {stepfn.IMPLEMENTATIONS}, "
                              f"got {implementation!r}")
+        if implementation == "triton":  # an operation the generator lacks is named now
+            stepfn.trace(rule)
         self._extra_states = tuple(rule.states[1:])
         self._init_node(v_threshold=1.0, v_reset=None, surrogate_function=surrogate.ATan(),
                         detach_reset=False, step_mode=step_mode, backend="torch",

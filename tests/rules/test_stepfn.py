@@ -240,6 +240,11 @@ def test_an_operation_the_generator_does_not_cover_is_named_at_construction():
 
     rule = Erfy()
     x = torch.rand(3, 4)
+    from spikegrad import neurons
+
+    for make in (neurons.Leaky, neurons.Node):  # an explicit request fails at construction
+        with pytest.raises(stepfn.UnsupportedOperation, match=r"aten\.erf"):
+            make(rule, implementation="triton")
     with pytest.raises(stepfn.UnsupportedOperation, match=r"Erfy.step uses aten\.erf"):
         stepfn.trace(rule)
     with pytest.raises(RuntimeError, match=r"implementation='triton' cannot run.*aten\.erf"):
