@@ -68,19 +68,9 @@ class AdaptiveLIF(stepfn.StepRule):
         return s, (u - s * threshold, cfg.rho * b + (1 - cfg.rho) * s)
 
 
-RULES = {
-    "reset_term": R.ResetTerm(),
-    "reset_term subtract atan k=.5": R.ResetTerm(mechanism="subtract", spike=surrogate.ATan(2.0),
-                                                 reset_grad_scale=0.5),
-    "reset_term detach inclusive": R.ResetTerm(spike=surrogate.Sigmoid(0.3, inclusive=True),
-                                               reset_grad_scale=0.0),
-    "htdglif paper": R.HTDGLIF(),
-    "htdglif braincog": R.HTDGLIF(bpsta.HTDGLIF(mode="braincog", dt=0.5, alpha=0.3)),
-    "multistrength": R.MultiStrength(),
-    "multistrength capped": R.MultiStrength(multistrength.MultiStrength(
-        max_strength=2, detach_reset=False, threshold=0.7)),
-    "adaptive lif": AdaptiveLIF(),
-}
+#: every configuration of every rule file in spikegrad/rules/stepfn/rules/ (a new rule file is
+#: covered without editing this file), and the user's rule above
+RULES = {**R.examples(), "adaptive lif": AdaptiveLIF()}
 #: gradients: |a - b| <= tol * (1 + |b|), per storage type (half types: the float32 result
 #: rounded once)
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}
@@ -421,7 +411,7 @@ def _snn_loop(lif, x):
     return torch.stack(outs), mem
 
 
-@pytest.mark.parametrize("name", ["adaptive lif", "htdglif paper", "multistrength capped"])
+@pytest.mark.parametrize("name", list(RULES))
 def test_a_rule_is_a_neuron_of_both_hosts(name):
     """``neurons.Leaky(rule)`` in snntorch's per-step loop, its ``sequence`` (generated
     kernels), ``neurons.Node(rule)`` in both step modes: the step's own loop in outputs, final
