@@ -68,9 +68,37 @@ class AdaptiveLIF(stepfn.StepRule):
         return s, (u - s * threshold, cfg.rho * b + (1 - cfg.rho) * s)
 
 
+@dataclasses.dataclass(frozen=True)
+class RefractoryQIF(stepfn.StepRule):
+    """Another user's rule: quadratic drive, a refractory counter, where/clamp/powers, and
+    hyperparameters of every kind (int, bool, str, a spikingjelly surrogate)."""
+
+    a: float = 0.2
+    v_c: float = 0.5
+    refractory: int = 2
+    soft: bool = True
+    mode: str = "quadratic"
+    spike: object = None
+    states = ("v", "r")
+
+    @staticmethod
+    def step(x, state, cfg):
+        from spikingjelly.activation_based import surrogate as sjs
+
+        v, r = state
+        active = (r <= 0).float()
+        dv = cfg.a * (v - cfg.v_c) ** 2 if cfg.mode == "quadratic" else cfg.a * v
+        v = torch.where(r > 0, v * 0.5, v + dv * 0.1 + x * active)
+        v = torch.clamp(v, min=-2.0, max=5.0)
+        s = (cfg.spike or sjs.PiecewiseQuadratic(alpha=1.0))(v - 1.0)
+        v = v - s if cfg.soft else v * (1 - s)
+        return s, (v, torch.clamp(r - 1.0, min=0.0) + s * cfg.refractory)
+
+
 #: every configuration of every rule file in spikegrad/rules/stepfn/rules/ (a new rule file is
-#: covered without editing this file), and the user's rule above
-RULES = {**R.examples(), "adaptive lif": AdaptiveLIF()}
+#: covered without editing this file), and the users' rules above
+RULES = {**R.examples(), "adaptive lif": AdaptiveLIF(), "refractory qif": RefractoryQIF(),
+         "refractory qif hard linear": RefractoryQIF(soft=False, mode="linear")}
 #: gradients: |a - b| <= tol * (1 + |b|), per storage type (half types: the float32 result
 #: rounded once)
 TOL = {torch.float32: 1e-5, torch.float16: 2e-3, torch.bfloat16: 1.6e-2}

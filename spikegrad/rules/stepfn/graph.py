@@ -221,6 +221,8 @@ class _Builder:
             if dtype is torch.bool:
                 return self._bool(args[0])
             raise self.unsupported(node, f"conversion to {dtype}")
+        if base == "scalar_tensor":  # a 0-dim constant (where's backward uses one)
+            return bool(args[0]) if kw.get("dtype") is torch.bool else float(args[0])
         if base in ("zeros_like", "ones_like", "full_like", "fill"):
             value = {"zeros_like": 0.0, "ones_like": 1.0}.get(base, args[1] if len(args) > 1
                                                               else kw.get("fill_value"))
