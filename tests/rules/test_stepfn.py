@@ -206,13 +206,15 @@ def test_every_elementwise_surrogate_of_both_hosts(name):
         assert "aten." in str(e) or "tensor constant" in str(e), str(e)
         pytest.fail(f"{name} is not covered: {e}")
     x, s0 = _inputs(rule, 5, (6, 11), torch.float32)
-    g_out = torch.randn_like(x)
-    g_final = (torch.randn_like(s0[0]),)
+    g = torch.Generator().manual_seed(2)
+    g_out = torch.randn(x.shape, generator=g).to(DEVICE)
+    g_final = (torch.randn(s0[0].shape, generator=g).to(DEVICE),)
     ref = _run(rule, x, s0, "torch", g_out, g_final)
     got = _run(rule, x, s0, "triton", g_out, g_final)
     assert torch.equal(got[0], ref[0])
     for a, b in zip(got[2], ref[2], strict=True):
-        _close(a, b, 1e-5, "gradient")
+        # exp/sigmoid of the device library against torch's: a few ulp per step
+        _close(a, b, 1e-4, "gradient")
 
 
 def test_generated_kernels_equal_the_hand_written_ones():
