@@ -51,7 +51,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from datasets import DATASETS, DatasetNotFound, check_subsets, load_dataset  # noqa: E402
 from suite import gradient_run, metrics, plots, recipes, speed, train  # noqa: E402
-from suite.store import CorruptResults, Store, atomic_write, printed, summary  # noqa: E402
+from suite.store import CorruptResults, Store, atomic_write, fill, printed, summary  # noqa: E402
 
 from spikegrad.adapters.network import PRESETS  # noqa: E402
 
@@ -252,7 +252,14 @@ def _train_all(args: argparse.Namespace, ctx: train.Dist, store: Store, say) -> 
               f"{data.in_shape}, {data.num_classes} classes): {exc}", file=sys.stderr)
         return None
     source = f"{args.dataset} from {data.source}"
-    say(f"{source}: {len(data.train)} training / {len(data.test)} test samples")
+    def count(n: int) -> str:
+        return f"{n:,}".replace(",", " ")
+
+    used = [f"{count(n)} of {count(len(split))}" if n is not None and n < len(split)
+            else f"all {count(len(split))}"
+            for n, split in ((args.train_subset, data.train), (args.test_subset, data.test))]
+    say(fill(f"{source}: {used[0]} training and {used[1]} test samples used", 120,
+             subsequent_indent="  "))
     for fw, rule, name, seed in itertools.product(args.frameworks, args.rules, args.recipe,
                                                   args.seed):
         tag = f"[{fw}/{rule}/{name}/seed {seed}]"
