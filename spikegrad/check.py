@@ -336,9 +336,13 @@ def table(rows: list[Row]) -> str:
     failed = sum(r.status == "FAIL" for r in rows)
     checked = sum(r.status in ("pass", "FAIL") for r in rows)
     lines.append("")
-    lines.append(f"{checked} comparisons, {failed} failed. ms: one forward + backward of "
-                 f"[{_TIMED[0]}, {_TIMED[1]}]; vs torch: the torch implementation's time over")
-    lines.append("this one's, same device and dtype (> 1: faster)")
+    if any(r.ms is not None for r in rows):
+        lines.append(f"{checked} comparisons, {failed} failed. ms: one forward + backward of "
+                     f"[{_TIMED[0]}, {_TIMED[1]}]; vs torch: the torch implementation's time "
+                     "over")
+        lines.append("this one's, same device and dtype (> 1: faster)")
+    else:
+        lines.append(f"{checked} comparisons, {failed} failed (nothing timed)")
     import textwrap
 
     return "\n".join(lines + [textwrap.fill(n, 120, subsequent_indent="    ") for n in notes])
