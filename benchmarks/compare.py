@@ -71,7 +71,7 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="compare.py", description=__doc__.split("\n\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n\n".join(__doc__.split("\n\n")[1:]))
+        epilog="\n\n".join(__doc__.split("\n\n")[1:]).replace("``", "`"))  # reST -> plain
     p.add_argument("--framework", choices=("snntorch", "spikingjelly", "both"), default="both",
                    help="host framework(s) to run every rule in (default: both)")
     p.add_argument("--rules", nargs="+", choices=recipes.RULES, default=list(recipes.RULES),
