@@ -29,7 +29,8 @@ class Node(SpikegradNode):
     Args:
         rule: the step rule.
         step_mode, store_v_seq: as the host's nodes.
-        implementation: ``"auto"``, ``"torch"`` or ``"triton"`` (multi-step mode).
+        implementation: ``"auto"``, ``"torch"``, ``"triton"`` or ``"cupy"`` (the generated
+            CUDA C through CuPy, CUDA tensors) in multi-step mode.
     """
 
     def __init__(self, rule: stepfn.StepRule, step_mode: str = "s",

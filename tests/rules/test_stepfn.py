@@ -523,7 +523,7 @@ def test_step_neurons_refuse_what_they_cannot_honour():
     with pytest.raises(TypeError, match="StepRule"):
         neurons.Leaky(surrogate.ATan())
     with pytest.raises(ValueError, match="implementation must be one of"):
-        neurons.Node(RULES["adaptive lif"], implementation="cupy")
+        neurons.Node(RULES["adaptive lif"], implementation="gpu")
     lif = neurons.Leaky(RULES["adaptive lif"])
     with pytest.raises(ValueError, match="has no reset_mechanism"):
         lif.reset_mechanism = "subtract"
@@ -605,3 +605,49 @@ def test_generated_kernels_move_the_bytes_the_model_counts():
             total = hand.bytes_per_neuron_step(name, T, N, dtype)["total"]
             assert (abs(gen - total) < 0.05) if relation == "eq" else gen < total, \
                 (name, dtype, gen, total)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16], ids=str)
+@pytest.mark.parametrize("name", ["reset_term subtract atan k=.5", "htdglif braincog",
+                                  "adaptive lif", "refractory qif"])
+def test_the_generated_cuda_c_as_a_differentiable_sequence(name, dtype):
+    """:func:`cuda_gen.sequence` (what CuPy runs on CUDA; the host shim here) equals the step's
+    loop: outputs exactly, final states and the gradients of the input and of the initial state
+    within tolerance, through its autograd.Function."""
+    from spikegrad.rules.cupy_kernels import host
+
+    if host.compiler() is None:
+        pytest.skip("no C++ compiler for the host shim")
+    if dtype == torch.float16 and host.float16_problem() is not None:
+        pytest.skip(host.float16_problem())
+    rule = RULES[name]
+    x, s0 = _inputs(rule, 5, (3, 9), dtype)
+    x, s0 = x.cpu(), tuple(s.cpu() for s in s0)
+    g = torch.Generator().manual_seed(4)
+    g_out = torch.randn(x.shape, generator=g).to(dtype)
+    g_final = tuple(torch.randn(s0[0].shape, generator=g) for _ in rule.states)
+    ref = _run(rule, x.float(), s0, "torch", g_out.float(), g_final)
+    xin = x.clone().requires_grad_(True)
+    sin = tuple(s.clone().requires_grad_(True) for s in s0)
+    out, final = cuda_gen.sequence(rule, xin, sin)
+    grads = torch.autograd.grad([out, *final], [xin, *sin], [g_out, *g_final])
+    assert out.dtype == dtype and torch.equal(out, ref[0].to(dtype))
+    for a, b in zip(final, ref[1], strict=True):
+        _close(a, b, 1e-6, "final state")
+    for a, b in zip(grads, ref[2], strict=True):
+        _close(a, b, TOL[dtype], "gradient")
+    with pytest.raises(TypeError, match="float32 or float16"):
+        cuda_gen.sequence(rule, x.to(torch.bfloat16), s0)
+
+
+def test_implementation_cupy_without_a_gpu_says_why():
+    """``implementation="cupy"`` on CPU tensors (no GPU here, or a CPU input) raises naming the
+    device; a rule the generator does not cover names its operation."""
+    rule = RULES["adaptive lif"]
+    with pytest.raises(RuntimeError, match=r"implementation='cupy' cannot run: .*CUDA tensors"):
+        stepfn.sequence(rule, torch.rand(3, 4), implementation="cupy")
+    from spikegrad import neurons
+
+    node = neurons.Node(rule, step_mode="m", implementation="cupy")
+    with pytest.raises(RuntimeError, match="implementation='cupy' cannot run"):
+        node(torch.rand(3, 2, 4))

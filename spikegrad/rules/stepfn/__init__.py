@@ -10,6 +10,8 @@ elementwise ``step(x, state, cfg)``; see :mod:`spikegrad.rules.stepfn.contract`)
   (:mod:`spikegrad.rules.stepfn.graph`, :mod:`spikegrad.rules.stepfn.triton_gen`), one
   ``torch.library`` operator per direction and configuration; CUDA tensors, or CPU tensors
   under ``TRITON_INTERPRET=1``;
+* ``implementation="cupy"``: the same step rendered as CUDA C, through CuPy (CUDA tensors,
+  float32/float16; :mod:`spikegrad.rules.stepfn.cuda_gen`);
 * ``implementation="auto"`` (default): Triton on CUDA where the generator covers the step,
   else the torch loop; :func:`choice` says which and why.
 
@@ -32,7 +34,7 @@ from spikegrad.rules.stepfn.graph import UnsupportedOperation, trace
 __all__ = ["StepRule", "UnsupportedOperation", "sequence", "choice", "reference_sequence",
            "check_rule", "trace", "IMPLEMENTATIONS"]
 
-IMPLEMENTATIONS = ("auto", "torch", "triton")
+IMPLEMENTATIONS = ("auto", "torch", "triton", "cupy")
 _WARNED: set[Any] = set()
 
 
@@ -55,6 +57,22 @@ def choice(rule: StepRule, x: torch.Tensor, implementation: str = "auto") -> tup
                          f"{implementation!r}")
     if implementation == "torch":
         return "torch", None
+    if implementation == "cupy":  # the generated CUDA C through CuPy: CUDA tensors only
+        from spikegrad.rules import dispatch
+        from spikegrad.rules.stepfn import cuda_gen
+
+        try:
+            cuda_gen.kernel_spec(rule)
+            problem = (None if x.device.type == "cuda" and x.dtype in (torch.float32,
+                                                                        torch.float16)
+                       else f"the generated CuPy kernels run float32/float16 CUDA tensors "
+                            f"(got {x.dtype} on {x.device})")
+            problem = problem or (dispatch.cupy_problem(x.device) or (None, None))[1]
+        except UnsupportedOperation as e:
+            problem = str(e)
+        if problem is not None:
+            raise RuntimeError(f"{rule.name}: implementation='cupy' cannot run: {problem}")
+        return "cupy", None
     try:  # first: a rule the generator cannot fuse is said so on every device
         trace(rule)
         problem = _triton_problem(x.device)
@@ -92,6 +110,10 @@ def sequence(rule: StepRule, x: torch.Tensor, state: tuple[torch.Tensor, ...] | 
     which, _ = choice(rule, x, implementation)
     if which == "torch" or x.shape[0] == 0:
         return reference_sequence(rule, x, state)
+    if which == "cupy":
+        from spikegrad.rules.stepfn import cuda_gen
+
+        return cuda_gen.sequence(rule, x, rule.initial_state(x[0]) if state is None else state)
     from spikegrad.rules.stepfn import triton_gen
 
     if state is None:

@@ -16,11 +16,13 @@ from __future__ import annotations
 import functools
 from typing import Any
 
+import torch
+
 from spikegrad.rules.cupy_kernels.source import KernelSpec, Param
 from spikegrad.rules.stepfn.emit import c_lines
 from spikegrad.rules.stepfn.graph import trace
 
-__all__ = ["kernel_spec"]
+__all__ = ["kernel_spec", "sequence"]
 
 
 def _value(v: Any, names: dict[str, str]) -> str:
@@ -78,3 +80,61 @@ def kernel_spec(rule: Any) -> KernelSpec:
     return KernelSpec(rule=f"gen_{rule.name}", constants=(), helpers="",
                       forward_params=fwd_params, backward_params=bwd_params,
                       forward_body=forward, backward_body=backward)
+
+
+class _Sequence(torch.autograd.Function):
+    """``(rule, x [T, N], *state0 [N]) -> (out, *final)`` through the generated CUDA C (CuPy
+    on CUDA tensors, the host shim on CPU ones:
+    :func:`spikegrad.rules.cupy_kernels.launch.run`)."""
+
+    @staticmethod
+    def forward(ctx: Any, rule: Any, x: torch.Tensor, *state0: torch.Tensor) -> Any:
+        from spikegrad.rules.cupy_kernels.launch import run
+
+        spec = kernel_spec(rule)
+        T, N = x.shape
+        k = len(state0)
+        f32 = dict(dtype=torch.float32, device=x.device)
+        out = torch.empty_like(x)
+        final = [torch.empty(N, **f32) for _ in range(k)]
+        saved = [torch.empty(T, N, **f32) for _ in range(k)]
+        run(spec, "forward", T, N, {
+            "x": x, "out": out, "save": 1, **{f"s0_{j}": s for j, s in enumerate(state0)},
+            **{f"sT_{j}": f for j, f in enumerate(final)},
+            **{f"sav_{j}": s for j, s in enumerate(saved)}})
+        ctx.save_for_backward(x, *saved)
+        ctx.spec, ctx.k = spec, k
+        return (out, *final)
+
+    @staticmethod
+    def backward(ctx: Any, g_out: torch.Tensor | None, *g_final: torch.Tensor | None) -> Any:
+        from spikegrad.rules.cupy_kernels.launch import run
+
+        x, *saved = ctx.saved_tensors
+        T, N = x.shape
+        f32 = dict(dtype=torch.float32, device=x.device)
+        g_out = torch.zeros_like(x) if g_out is None else g_out.to(x.dtype).contiguous()
+        g_final = [torch.zeros(N, **f32) if g is None else g.float().contiguous()
+                   for g in g_final]
+        g_x = torch.empty_like(x)
+        g_init = [torch.empty(N, **f32) for _ in range(ctx.k)]
+        run(ctx.spec, "backward", T, N, {
+            "x": x, "g_out": g_out, "g_x": g_x, **{f"sav_{j}": s for j, s in enumerate(saved)},
+            **{f"g_sT_{j}": g for j, g in enumerate(g_final)},
+            **{f"g_s0_{j}": g for j, g in enumerate(g_init)}})
+        return (None, g_x, *g_init)
+
+
+def sequence(rule: Any, x: torch.Tensor, state: tuple[torch.Tensor, ...]
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The whole sequence ``x`` (``[T, *]``, float32 or float16) from ``state`` through the
+    generated CUDA C: ``(out, final states)``, differentiable (the generated backward)."""
+    if x.dtype not in (torch.float32, torch.float16):
+        raise TypeError(f"the generated CUDA C kernels take float32 or float16, not {x.dtype}")
+    T = x.shape[0]
+    flat = x.reshape(T, -1).contiguous()
+    res = _Sequence.apply(rule, flat, *[s.reshape(-1).float().contiguous() for s in state])
+    out = res[0].reshape(x.shape)
+    final = tuple(r.reshape(x.shape[1:]).to(s.dtype) for r, s in zip(res[1:], state,
+                                                                        strict=True))
+    return out, final
