@@ -19,7 +19,7 @@ from typing import Any
 import torch
 
 from spikegrad.rules.cupy_kernels.source import KernelSpec, Param
-from spikegrad.rules.stepfn.emit import c_lines
+from spikegrad.rules.stepfn.emit import c_lines, input_names
 from spikegrad.rules.stepfn.graph import trace
 
 __all__ = ["kernel_spec", "sequence"]
@@ -40,7 +40,7 @@ def kernel_spec(rule: Any) -> KernelSpec:
     k = len(rule.states)
     ind = "    "
     # forward
-    names = {"x": "in_x", **{s: f"in_{j}" for j, s in enumerate(rule.states)}}
+    names = input_names(rule.states, backward=False)
     body = [f"float st_{j} = s0_{j}[i];" for j in range(k)]
     body += ["for (long long t = 0; t < T; ++t) {", f"{ind}const long long kk = t * N + i;",
              *[f"{ind}if (save) sav_{j}[kk] = st_{j};" for j in range(k)],
@@ -54,9 +54,7 @@ def kernel_spec(rule: Any) -> KernelSpec:
     body += [f"sT_{j}[i] = st_{j};" for j in range(k)]
     forward = "\n".join("  " + line for line in body)
     # backward
-    names = {"x": "in_x", "g_out": "in_g_out",
-             **{s: f"in_{j}" for j, s in enumerate(rule.states)},
-             **{f"g_{s}": f"in_g_{j}" for j, s in enumerate(rule.states)}}
+    names = input_names(rule.states, backward=True)
     body = [f"float gs_{j} = g_sT_{j}[i];" for j in range(k)]
     body += ["for (long long r = 0; r < T; ++r) {",
              f"{ind}const long long kk = (T - 1 - r) * N + i;",

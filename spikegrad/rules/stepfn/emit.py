@@ -16,7 +16,7 @@ from spikegrad.rules.cupy_kernels.ctext import c_float
 from spikegrad.rules.stepfn.graph import Graph, Stmt
 from spikegrad.rules.triton_kernels.spec import f32, f32_div
 
-__all__ = ["triton_lines", "c_lines"]
+__all__ = ["input_names", "triton_lines", "c_lines"]
 
 _BIN_T = {"add": "+", "sub": "-", "mul": "*", "gt": ">", "ge": ">=", "lt": "<", "le": "<=",
           "eq": "==", "ne": "!=", "and": "&", "or": "|"}
@@ -43,6 +43,16 @@ _C = {
     "minimum": "fminf({0}, {1})", "where": "({0} ? {1} : {2})", "not": "(!{0})",
     "float": "({0} ? 1.0f : 0.0f)", "copy": "{0}",
 }
+
+
+def input_names(states: tuple[str, ...], backward: bool) -> dict[str, str]:
+    """The kernel variables that hold a graph's inputs (both emitters use the same names):
+    ``x``, the states, and for the backward graph their upstream gradients."""
+    names = {"x": "in_x", **{s: f"in_{j}" for j, s in enumerate(states)}}
+    if backward:
+        names.update({"g_out": "in_g_out",
+                      **{f"g_{s}": f"in_g_{j}" for j, s in enumerate(states)}})
+    return names
 
 
 def _t_lit(v: Any) -> str:

@@ -283,7 +283,11 @@ def _to_graph(gm: torch.fx.GraphModule, inputs: tuple[str, ...], where: str) -> 
                             (0.0 if o is None else o) for o in flat)
     # outputs are float32 tensors: a boolean output is converted
     outputs = tuple(b.f(o) if isinstance(o, str) and b.kind(o) == "b" else o for o in outputs)
-    return Graph(inputs, tuple(b.body), outputs)
+    live = {o for o in outputs if isinstance(o, str)}
+    for stmt in reversed(b.body):  # keep what an output needs, so no dead code is emitted
+        if stmt.name in live:
+            live.update(a for a in stmt.args if isinstance(a, str))
+    return Graph(inputs, tuple(st for st in b.body if st.name in live), outputs)
 
 
 def _sample(n: int = 8) -> torch.Tensor:

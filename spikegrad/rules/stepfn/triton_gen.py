@@ -30,7 +30,7 @@ from typing import Any
 
 import torch
 
-from spikegrad.rules.stepfn.emit import triton_lines
+from spikegrad.rules.stepfn.emit import input_names, triton_lines
 from spikegrad.rules.stepfn.graph import Traced, trace
 
 __all__ = ["BLOCK", "Operators", "operators", "kernel_source", "cache_dir", "traffic"]
@@ -81,7 +81,7 @@ def kernel_source(traced: Traced, recip: bool) -> str:
         "        in_x = load(x_ptr + kk, mask)",
         *[f"        in_{j} = {st[j]}" for j in range(k)],
     ]
-    names = {"x": "in_x", **{s: f"in_{j}" for j, s in enumerate(rule.states)}}
+    names = input_names(rule.states, backward=False)
     fwd = traced.forward
     head += [f"        {line}" for line in triton_lines(fwd, names, recip)]
     outs = [_block(names[o] if isinstance(o, str) else repr(float(o))) for o in fwd.outputs]
@@ -100,9 +100,7 @@ def kernel_source(traced: Traced, recip: bool) -> str:
              *[f"        in_{j} = tl.load(sav_{j} + kk, mask=mask, other=0.0)" for j in range(k)],
              "        in_g_out = load(g_out_ptr + kk, mask)",
              *[f"        in_g_{j} = gs_{j}" for j in range(k)]]
-    names = {"x": "in_x", "g_out": "in_g_out",
-             **{s: f"in_{j}" for j, s in enumerate(rule.states)},
-             **{f"g_{s}": f"in_g_{j}" for j, s in enumerate(rule.states)}}
+    names = input_names(rule.states, backward=True)
     bwd = traced.backward
     head += [f"        {line}" for line in triton_lines(bwd, names, recip)]
     grads = [_block(names[o] if isinstance(o, str) else repr(float(o))) for o in bwd.outputs]
