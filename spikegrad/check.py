@@ -27,6 +27,7 @@ and stay finite), this compares values: a kernel that miscompiles shows here.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -77,7 +78,8 @@ def _cases() -> list[tuple[str, str, Any, Callable[..., Any], dict[str, Callable
     """``(rule, label, config, torch implementation, {implementation: function})``; every
     function maps ``(x, state, trace)`` to ``(outputs, states)`` tensors (``trace``: the initial
     trace, used where the configuration has one)."""
-    from spikegrad.rules import bpsta, multistrength, na, ops_lif, reset_term, surrogate
+    from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate
+    from spikegrad.rules.reset_term.spec import reset_term_spec
 
     cases = []
     for label, (mechanism, sur, k, tau_s) in {
@@ -89,12 +91,10 @@ def _cases() -> list[tuple[str, str, Any, Callable[..., Any], dict[str, Callable
             return (s if tau_s is None else reset_term.trace(s, tau_s, a0=a0)), v
 
         def rt_triton(x, v0, a0, cfg=(0.75, 1.0, sur, mechanism, k, tau_s)):
-            from spikegrad.rules.triton_kernels import functions, spec
-            return functions.reset_term_sequence(x, v0, a0, spec.reset_term_spec(*cfg))
+            return _kernels("reset_term", "triton").sequence(x, v0, a0, reset_term_spec(*cfg))
 
         def rt_cupy(x, v0, a0, cfg=(0.75, 1.0, sur, mechanism, k, tau_s)):
-            from spikegrad.rules.cupy_kernels import functions, kernels
-            return functions.reset_term_sequence(x, v0, a0, kernels.reset_term_spec(*cfg))
+            return reset_term.cupy.sequence(x, v0, a0, reset_term.cupy.spec(*cfg))
         cases.append(("reset_term", label, None, rt_torch,
                       {"triton": rt_triton, "cupy": rt_cupy}))
     for label, cfg in {"default": na.NA(),
@@ -111,40 +111,41 @@ def _cases() -> list[tuple[str, str, Any, Callable[..., Any], dict[str, Callable
             return fn
 
         def na_triton(x, u0, a0, cfg=cfg):
-            from spikegrad.rules.triton_kernels import functions
-            return functions.na_sequence(x, cfg, None, u0.float(), a0)
+            return _kernels("na", "triton").sequence(x, cfg, None, u0.float(), a0)
 
         def na_cupy(x, u0, a0, cfg=cfg):
-            from spikegrad.rules.cupy_kernels import functions, kernels
-            return functions.na_sequence(x, kernels.na_spec(cfg), None, u0.float(), a0)
+            return na.cupy.sequence(x, na.cupy.spec(cfg), None, u0.float(), a0)
         cases.append(("na", label, cfg, na_with("torch"),
                       {"cpp": na_with("cpp"), "triton": na_triton, "cupy": na_cupy}))
-    # HTDGLIF and multi-strength: one torch op and one kernel entry of the same name per host
+    # HTDGLIF and multi-strength: the same three entry points in each rule's folder
     fused = {
-        "bpsta": ({"paper": bpsta.HTDGLIF(),
-                   "braincog dt=.5 alpha=.3": bpsta.HTDGLIF(mode="braincog", dt=0.5, alpha=0.3)},
-                  lambda c: (c.mode, c.threshold, c.decay, c.alpha, c.dt), "bpsta_spec"),
-        "multistrength": ({"default": multistrength.MultiStrength(),
-                           "max_strength=2 no detach": multistrength.MultiStrength(
-                               max_strength=2, detach_reset=False)},
-                          lambda c: (c.threshold, c.beta, c.max_strength, c.detach_reset),
-                          "multistrength_spec"),
+        bpsta: ({"paper": bpsta.HTDGLIF(),
+                 "braincog dt=.5 alpha=.3": bpsta.HTDGLIF(mode="braincog", dt=0.5, alpha=0.3)},
+                lambda c: (c.mode, c.threshold, c.decay, c.alpha, c.dt)),
+        multistrength: ({"default": multistrength.MultiStrength(),
+                         "max_strength=2 no detach": multistrength.MultiStrength(
+                             max_strength=2, detach_reset=False)},
+                        lambda c: (c.threshold, c.beta, c.max_strength, c.detach_reset)),
     }
-    for rule, (configs, torch_args, cupy_spec) in fused.items():
+    for module, (configs, torch_args) in fused.items():
+        rule = module.__name__.rsplit(".", 1)[1]
         for label, cfg in configs.items():
-            def on_torch(x, v0, a0, cfg=cfg, name=f"{rule}_sequence", args=torch_args):
-                out, v, _ = getattr(ops_lif, name)(x, v0, *args(cfg))
+            def on_torch(x, v0, a0, cfg=cfg, module=module, args=torch_args, rule=rule):
+                out, v, _ = getattr(module.ops, f"{rule}_sequence")(x, v0, *args(cfg))
                 return out, v
 
-            def on_triton(x, v0, a0, cfg=cfg, name=f"{rule}_sequence"):
-                from spikegrad.rules.triton_kernels import functions
-                return getattr(functions, name)(x, v0, cfg)
+            def on_triton(x, v0, a0, cfg=cfg, rule=rule):
+                return _kernels(rule, "triton").sequence(x, v0, cfg)
 
-            def on_cupy(x, v0, a0, cfg=cfg, name=f"{rule}_sequence", spec=cupy_spec):
-                from spikegrad.rules.cupy_kernels import functions, kernels
-                return getattr(functions, name)(x, v0, getattr(kernels, spec)(cfg))
+            def on_cupy(x, v0, a0, cfg=cfg, module=module):
+                return module.cupy.sequence(x, v0, module.cupy.spec(cfg))
             cases.append((rule, label, cfg, on_torch, {"triton": on_triton, "cupy": on_cupy}))
     return cases
+
+
+def _kernels(rule: str, family: str) -> Any:
+    """``spikegrad.rules.<rule>.<family>`` (the Triton modules import Triton: on first use)."""
+    return importlib.import_module(f"spikegrad.rules.{rule}.{family}")
 
 
 # --- what can run here --------------------------------------------------------------------------

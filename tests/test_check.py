@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from spikegrad import check
-from spikegrad.rules import na_cpu
+from spikegrad.rules.na import cpu as na_cpu
 
 
 def _cases_with(rule, impl, wrap):

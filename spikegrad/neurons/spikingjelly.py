@@ -7,8 +7,8 @@ spikingjelly 0.0.0.0.14 and 2.x. Names, defaults and outputs follow API.md.
 
 ``v`` after a step is the host's post-reset state. Every node accepts ``backend="torch" |
 "cupy" | "triton" | "auto"``; in ``step_mode="m"`` the ``"cupy"`` and ``"triton"`` paths run the
-rule's fused kernels (:mod:`spikegrad.rules.cupy_kernels`,
-:mod:`spikegrad.rules.triton_kernels`) with the same returns as the torch path.
+rule's fused kernels (``spikegrad.rules.<rule>.cupy``,
+``spikegrad.rules.<rule>.triton``) with the same returns as the torch path.
 """
 
 from __future__ import annotations
@@ -32,8 +32,8 @@ from spikegrad.adapters.silence import (
 )
 from spikegrad.adapters.spikingjelly import SpikegradNode, check_tau, host_order, refuse
 from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate
-from spikegrad.rules.cupy_kernels import functions as fused
-from spikegrad.rules.cupy_kernels import kernels
+from spikegrad.rules.reset_term.spec import reset_term_spec
+from spikegrad.rules.triton_kernels.spec import f32
 
 __all__ = ["ResetTermLIFNode", "NALIFNode", "HTDGLIFNode", "MultiStrengthIFNode"]
 
@@ -144,30 +144,28 @@ class ResetTermLIFNode(SpikegradNode):
         if not reset_term.fused_applicable(fn, self.leak, self.v_threshold):
             return f"{name} with spiking=False is not a spike function"
         try:
-            return kernels.reset_term_spec(self.leak, self.v_threshold, fn, self.mechanism,
+            return reset_term.cupy.spec(self.leak, self.v_threshold, fn, self.mechanism,
                                            self.reset_grad_scale, self.tau_s)
         except NotImplementedError as exc:
             return str(exc)
 
     def _multi_cupy(self, x_seq, v, trace=None):  # noqa: ANN001, ANN202
-        out, v_seq = fused.reset_term_sequence(self._input(x_seq), v, trace, self._cupy_kernel())
+        out, v_seq = reset_term.cupy.sequence(self._input(x_seq), v, trace, self._cupy_kernel())
         return out, v_seq, ((v_seq[-1],) if self.tau_s is None else (v_seq[-1], out[-1]))
 
     def _triton_kernel(self) -> Any:
-        from spikegrad.rules.triton_kernels import spec
-
-        spec_ = spec.reset_term_spec(self.leak, self.v_threshold, self.surrogate_function,
+        spec_ = reset_term_spec(self.leak, self.v_threshold, self.surrogate_function,
                                      self.mechanism, self.reset_grad_scale, self.tau_s)
         constants = (self.leak, self.v_threshold, self.reset_grad_scale,
                      *spec_.surrogate_args[1:], *(() if self.tau_s is None else (self.tau_s,)))
-        if not all(math.isfinite(spec.f32(x)) for x in constants):
+        if not all(math.isfinite(f32(x)) for x in constants):
             return f"a constant of {spec_!r} is not a finite float32"
         return spec_
 
     def _multi_triton(self, x_seq, v, trace=None):  # noqa: ANN001, ANN202
-        from spikegrad.rules import triton_kernels
+        from spikegrad.rules.reset_term import triton  # imports Triton
 
-        out, v_seq = triton_kernels.reset_term_sequence(self._input(x_seq), v, trace,
+        out, v_seq = triton.sequence(self._input(x_seq), v, trace,
                                                         self._triton_kernel())
         return out, v_seq, ((v_seq[-1],) if self.tau_s is None else (v_seq[-1], out[-1]))
 
@@ -181,7 +179,7 @@ class NALIFNode(SpikegradNode):
     passes replay the neighbors causally, with equal gradients. A window starts at
     ``reset()``/``functional.reset_net``. ``rescale`` needs the whole window: ``"m"`` mode only.
     With the CuPy kernels and float16 inputs the pre-reset state ``u`` stays float32 (the
-    spike is decided on it once; see :mod:`spikegrad.rules.cupy_kernels.kernels`).
+    spike is decided on it once; see :mod:`spikegrad.rules.na.cupy`).
 
     Args:
         tau: membrane time constant ``> 1`` (the authors' 5: leak 0.8).
@@ -281,20 +279,20 @@ class NALIFNode(SpikegradNode):
         return na.choice(self.rule, device, dtype, sequence=False)
 
     def _cupy_kernel(self) -> Any:
-        return kernels.na_spec(self.rule)
+        return na.cupy.spec(self.rule)
 
     def _triton_kernel(self) -> Any:
         return self.rule
 
     def _multi_triton(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
-        from spikegrad.rules import triton_kernels
+        from spikegrad.rules.na import triton  # imports Triton
 
-        out, u_seq = triton_kernels.na_sequence(self._input(x_seq), self.rule, self.rescale,
+        out, u_seq = triton.sequence(self._input(x_seq), self.rule, self.rescale,
                                                 u.detach().float(), trace.detach())
         return self._na_returns(out, u_seq)
 
     def _multi_cupy(self, x_seq, v, u, trace):  # noqa: ANN001, ANN202
-        out, u_seq = fused.na_sequence(self._input(x_seq), self._cupy_kernel(), self.rescale,
+        out, u_seq = na.cupy.sequence(self._input(x_seq), self._cupy_kernel(), self.rescale,
                                        u.detach(), trace.detach())
         return self._na_returns(out, u_seq)
 
@@ -381,13 +379,13 @@ class HTDGLIFNode(SpikegradNode):
         return o, v
 
     def _cupy_kernel(self) -> Any:
-        return kernels.bpsta_spec(self.rule_cfg)
+        return bpsta.cupy.spec(self.rule_cfg)
 
     def _bypass(self) -> str | None:
         return "warm_up=True: the output is relu(x), no rule runs" if self.warm_up else None
 
     def _multi_cupy(self, x_seq, v):  # noqa: ANN001, ANN202
-        o, v_seq = fused.bpsta_sequence(x_seq, v, self._cupy_kernel())
+        o, v_seq = bpsta.cupy.sequence(x_seq, v, self._cupy_kernel())
         self._watch(x_seq, o, sequence=True)
         return o, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 
@@ -395,9 +393,9 @@ class HTDGLIFNode(SpikegradNode):
         return self.rule_cfg
 
     def _multi_triton(self, x_seq, v):  # noqa: ANN001, ANN202
-        from spikegrad.rules import triton_kernels
+        from spikegrad.rules.bpsta import triton  # imports Triton
 
-        o, v_seq = triton_kernels.bpsta_sequence(x_seq, v, self.rule_cfg)
+        o, v_seq = triton.sequence(x_seq, v, self.rule_cfg)
         self._watch(x_seq, o, sequence=True)
         return o, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 
@@ -457,10 +455,10 @@ class MultiStrengthIFNode(SpikegradNode):
         return theta, v
 
     def _cupy_kernel(self) -> Any:
-        return kernels.multistrength_spec(self.rule_cfg)
+        return multistrength.cupy.spec(self.rule_cfg)
 
     def _multi_cupy(self, x_seq, v):  # noqa: ANN001, ANN202
-        theta, v_seq = fused.multistrength_sequence(x_seq, v, self._cupy_kernel())
+        theta, v_seq = multistrength.cupy.sequence(x_seq, v, self._cupy_kernel())
         self._watch(x_seq, theta, v_seq, sequence=True)
         return theta, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 
@@ -468,9 +466,9 @@ class MultiStrengthIFNode(SpikegradNode):
         return self.rule_cfg
 
     def _multi_triton(self, x_seq, v):  # noqa: ANN001, ANN202
-        from spikegrad.rules import triton_kernels
+        from spikegrad.rules.multistrength import triton  # imports Triton
 
-        theta, v_seq = triton_kernels.multistrength_sequence(x_seq, v, self.rule_cfg)
+        theta, v_seq = triton.sequence(x_seq, v, self.rule_cfg)
         self._watch(x_seq, theta, v_seq, sequence=True)
         return theta, (v_seq if self.store_v_seq else None), (v_seq[-1],)
 

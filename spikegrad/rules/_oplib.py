@@ -1,4 +1,5 @@
-"""Registering spikegrad's torch operators: one helper for every ``ops_*`` module."""
+"""What the rules' torch operators share: registration, the surrogates an operator takes by name,
+and the per-step helpers (one step of a whole-sequence operator, the compile/eager switch)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+
+from spikegrad.rules.surrogate import ATan, Sigmoid, Surrogate
 
 #: the operators' definitions, kept alive (a definition's Library deregisters it when collected)
 _DEFINITIONS: dict[str, Any] = {}
@@ -26,3 +29,66 @@ def registrar(bodies: dict[str, Callable[..., Any]]
         return register
 
     return op
+
+
+SURROGATES: dict[str, tuple[type[Surrogate], str]] = {"Sigmoid": (Sigmoid, "temperature"),
+                                                      "ATan": (ATan, "alpha")}
+
+
+def surrogate_args(fn: Any) -> tuple[str, float] | None:
+    """``(name, parameter)`` of a spiking Sigmoid/ATan surrogate, else ``None``."""
+    for name, (cls, field) in SURROGATES.items():
+        if type(fn) is cls and fn.spiking:
+            return name, float(getattr(fn, field))
+    return None
+
+
+def make_surrogate(name: str, param: float, inclusive: bool) -> Surrogate:
+    if name not in SURROGATES:
+        raise ValueError(f"surrogate must be one of {tuple(SURROGATES)}, got {name!r}")
+    cls, field = SURROGATES[name]
+    return cls(**{field: param}, inclusive=inclusive)
+
+
+def one_step(sequence: Callable[..., tuple[torch.Tensor, ...]], x: torch.Tensor,
+             state: torch.Tensor, *args: Any) -> tuple[torch.Tensor, ...]:
+    """One step of a whole-sequence operator: ``sequence(x[None], state, *args)``'s outputs at
+    step 0 (the per-step functions the neurons call, as operators: opaque to Inductor, so a
+    compiled per-step loop keeps each step's fused backward instead of re-deriving the chain
+    through time inside one kernel). ``x`` and ``state`` are broadcast to one shape and
+    promoted to one dtype first (gradients sum back through both)."""
+    if x.shape != state.shape or x.dtype != state.dtype:
+        dtype = torch.promote_types(x.dtype, state.dtype)
+        x, state = (y.to(dtype) for y in torch.broadcast_tensors(x, state))
+    return tuple(y[0] for y in sequence(x.unsqueeze(0), state, *args))
+
+
+def stack_steps(steps: list[torch.Tensor]) -> torch.Tensor:
+    """``torch.stack(steps)``; one step is a view (no copy: the per-step calls of a neuron)."""
+    return steps[0].unsqueeze(0) if len(steps) == 1 else torch.stack(steps)
+
+
+def step_path(operator: Callable[..., Any], reference: Callable[..., Any]
+              ) -> Callable[..., Any]:
+    """The per-step function a rule runs now: ``operator`` (:func:`one_step` of its fused
+    operator) while ``torch.compile`` traces, ``reference`` (written out: a few torch
+    operations and the rule's autograd functions, fewer Python hops) eagerly. The two give the
+    same values and gradients (tests/rules/test_ops.py)."""
+    return operator if torch.compiler.is_compiling() else reference
+
+
+def step_of(v0: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``v0`` as one step of ``x`` (broadcast; its gradient sums back through ``expand``)."""
+    return v0 if v0.shape == x.shape[1:] else v0.expand(x.shape[1:])
+
+
+def add_optional(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor | None:
+    """``a + b`` where ``None`` is zero (and stays ``None`` when both are)."""
+    if a is None:
+        return b
+    return a if b is None else a + b
+
+
+
+def zeros_if_none(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if g is None else g

@@ -2,12 +2,12 @@
 
 Implementations:
 
-* ``"torch"``: the rule's reference, as the torch operators of :mod:`spikegrad.rules.ops_na`
-  and :mod:`spikegrad.rules.ops_lif` (any device and dtype);
-* ``"cpp"``: NA's compiled CPU kernel (:mod:`spikegrad.rules.na_cpu`; CPU float32/float64);
-* ``"triton"``: the fused kernels of :mod:`spikegrad.rules.triton_kernels` (whole sequences on
+* ``"torch"``: the rule's reference, as the torch operators of :mod:`spikegrad.rules.na.ops`
+  and ``spikegrad.rules.<rule>.ops`` (any device and dtype);
+* ``"cpp"``: NA's compiled CPU kernel (:mod:`spikegrad.rules.na.cpu`; CPU float32/float64);
+* ``"triton"``: the fused kernels in ``spikegrad.rules.<rule>.triton`` (whole sequences on
   CUDA tensors, float32/float16/bfloat16);
-* ``"cupy"``: the fused kernels of :mod:`spikegrad.rules.cupy_kernels` (whole sequences on CUDA
+* ``"cupy"``: the fused kernels in ``spikegrad.rules.<rule>.cupy`` (whole sequences on CUDA
   tensors, float32/float16; spikingjelly nodes only).
 
 Two entry points read the same checks:
@@ -21,7 +21,7 @@ Two entry points read the same checks:
   otherwise the node's own path (whose rule may still run the compiled CPU kernel: NA);
 * :func:`replay_choice` for NA's replay operator ``spikegrad::na_replay`` (the backward of a
   torch-path window, and of each step of a per-step host loop: NALeaky, NALIFNode('s')): on
-  CUDA tensors the Triton replay kernel (:mod:`spikegrad.rules.triton_kernels.replay`) when it
+  CUDA tensors the Triton replay kernel (:mod:`spikegrad.rules.na.triton_replay`) when it
   can run, else the torch reference; on CPU the reference (the compiled kernel is its own
   operator, picked by :func:`rule_implementation`). :func:`force_replay` overrides it.
 
@@ -55,6 +55,7 @@ import torch
 from spikegrad._checks import check_choice
 from spikegrad.rules import first_use
 from spikegrad.rules.first_use import KernelFallbackWarning
+from spikegrad.rules.triton_kernels import spec as triton_spec
 
 __all__ = ["BACKENDS", "RULE_IMPLEMENTATIONS", "KERNEL_DTYPES", "CPP_DTYPES", "INSTALL_HINT",
            "Choice", "cupy_problem", "cuda_problem", "triton_problem", "cpp_problem",
@@ -174,9 +175,7 @@ def constant_for_compile(fn: Callable[..., Any]) -> Callable[..., Any]:
 @constant_for_compile
 def _triton_package_problem() -> str | None:
     """Why Triton cannot be imported (``None`` if it can); a constant for ``torch.compile``."""
-    from spikegrad.rules.triton_kernels import spec
-
-    return spec.triton_problem()
+    return triton_spec.triton_problem()
 
 
 def triton_problem(device: torch.device | None = None) -> tuple[type[Exception], str] | None:
@@ -184,7 +183,7 @@ def triton_problem(device: torch.device | None = None) -> tuple[type[Exception],
     else ``(exception type, message)``. The CUDA device is checked before the package.
 
     CPU tensors are never dispatched to Triton (its interpreter, ``TRITON_INTERPRET=1``, is for
-    tests, which call :mod:`spikegrad.rules.triton_kernels` directly).
+    tests, which call the rules' ``triton`` modules directly).
     """
     if device is not None and device.type != "cuda":
         return ValueError, f"the input is on {device}: the Triton kernels run on CUDA tensors"
@@ -195,19 +194,32 @@ def triton_problem(device: torch.device | None = None) -> tuple[type[Exception],
     return None if reason is None else (ImportError, reason)
 
 
-# --- NA's compiled CPU kernel ------------------------------------------------------------------
-def cpp_problem(device: torch.device | None, dtype: torch.dtype | None
-                ) -> tuple[type[Exception], str] | None:
-    """``None`` if NA's compiled CPU kernel runs tensors of ``device``/``dtype``, else
-    ``(exception type, message)`` (ValueError: the tensors; RuntimeError: not built)."""
-    from spikegrad.rules import na_cpu
+# --- compiled CPU kernels ----------------------------------------------------------------------
+#: the rules with a compiled CPU kernel: rule -> its status function (``"available"`` or why not);
+#: filled by the kernel's own module when it is imported (NA: :mod:`spikegrad.rules.na.cpu`)
+_COMPILED: dict[str, Callable[[], str]] = {}
 
+
+def register_compiled(rule: str, status: Callable[[], str]) -> None:
+    """Record that ``rule`` has a compiled CPU kernel (float32/float64) whose ``status()`` says
+    ``"available"`` or why not (it may build the kernel on its first call)."""
+    _COMPILED[rule] = status
+
+
+def cpp_problem(device: torch.device | None, dtype: torch.dtype | None, rule: str = "na"
+                ) -> tuple[type[Exception], str] | None:
+    """``None`` if ``rule``'s compiled CPU kernel runs tensors of ``device``/``dtype``, else
+    ``(exception type, message)`` (ValueError: the tensors, or no such kernel; RuntimeError:
+    not built)."""
+    status = _COMPILED.get(rule)
+    if status is None:
+        return ValueError, f"{rule} has no compiled CPU kernel"
     if device is not None and device.type != "cpu":
         return ValueError, f"the compiled kernel is CPU-only; tensors on {device}"
     if dtype is not None and dtype not in CPP_DTYPES:
         return ValueError, f"the compiled kernel takes float32/float64, not {dtype}"
-    status = na_cpu.status()
-    return None if status == "available" else (RuntimeError, status)
+    state = status()
+    return None if state == "available" else (RuntimeError, state)
 
 
 # --- rules -------------------------------------------------------------------------------------
@@ -218,8 +230,7 @@ def _rule_pick(rule: str, requested: str, device: torch.device, dtype: torch.dty
     decides too."""
     if requested == "torch":  # before asking for the compiled kernel, which may build it
         return "torch", None, None
-    cpp = cpp_problem(device, dtype) if rule == "na" else (
-        ValueError, f"{rule} has no compiled CPU kernel")
+    cpp = cpp_problem(device, dtype, rule)
     if requested == "cpp":
         return ("cpp", None, None) if cpp is None else ("torch", cpp[1], cpp[0])
     triton: tuple[type[Exception], str] | None = (
@@ -297,9 +308,7 @@ def replay_problem(device: torch.device | str, dtype: torch.dtype
     if device.type == "cpu":
         if _triton_package_problem() is not None:
             return ImportError, _triton_package_problem()
-        from spikegrad.rules.triton_kernels import spec
-
-        reason = spec.device_problem(device, dtype)
+        reason = triton_spec.device_problem(device, dtype)
         return None if reason is None else (ValueError, reason)
     problem = triton_problem(device)
     if problem is None and dtype not in TRITON_DTYPES:

@@ -31,7 +31,8 @@ from typing import Any
 
 import torch
 
-__all__ = ["KernelFallbackWarning", "FAMILIES", "problem", "forget", "REPORT"]
+__all__ = ["KernelFallbackWarning", "FAMILIES", "problem", "forget", "REPORT", "register",
+           "inputs", "sequence_probe"]
 
 #: kernel families with a first-use probe
 FAMILIES = ("triton", "cupy", "triton_replay")
@@ -66,8 +67,9 @@ def problem(family: str, spec: Any, device: torch.device, dtype: torch.dtype) ->
     if its first-use probe ran; cached: the probe runs once per configuration).
 
     Args:
-        family: ``"triton"`` (``spec``: a :class:`~spikegrad.rules.triton_kernels.ResetTermSpec`
-            or the rule's configuration: ``NA``, ``HTDGLIF``, ``MultiStrength``), ``"cupy"``
+        family: ``"triton"`` (``spec``: a
+            :class:`~spikegrad.rules.reset_term.spec.ResetTermSpec` or the rule's
+            configuration: ``NA``, ``HTDGLIF``, ``MultiStrength``), ``"cupy"``
             (a CuPy ``KernelSpec``) or ``"triton_replay"`` (``spec``: the replay's flags
             ``(trace, subtract, cube, has_a_init, has_changed)``).
         spec: the configuration, hashable.
@@ -111,65 +113,73 @@ def describe(family: str, spec: Any) -> str:
     return f"Triton kernel of {spec!r}"
 
 
+#: the probes, by (family, key): each rule folder registers its kernels' (see :func:`register`)
+_RUNNERS: dict[tuple[str, Any], Callable[[Any, torch.device, torch.dtype],
+                                         list[tuple[str, torch.Tensor]]]] = {}
+
+
+def register(family: str, key: Any,
+             run: Callable[[Any, torch.device, torch.dtype], list[tuple[str, torch.Tensor]]]
+             ) -> None:
+    """Register the probe of ``family``'s kernels for the specs of ``key``.
+
+    Args:
+        family: one of :data:`FAMILIES`.
+        key: ``"triton"``: the spec's type (a rule's configuration class, or the reset-term
+            ``ResetTermSpec``); ``"cupy"``: the ``KernelSpec.rule`` name; ``"triton_replay"``:
+            ``None``.
+        run: ``run(spec, device, dtype)`` runs the kernel forward and backward on a tiny input
+            and returns the ``(name, tensor)`` pairs that must be finite (see
+            :func:`sequence_probe`).
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
+    _RUNNERS[(family, key)] = run
+
+
+def _key(family: str, spec: Any) -> Any:
+    if family == "cupy":
+        return spec.rule
+    return type(spec) if family == "triton" else None
+
+
 def _place(x: torch.Tensor, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
     """A probe tensor on the call's device (tests with a fake CuPy keep it on the CPU)."""
     return x.to(device, dtype)
 
 
-def _inputs(device: torch.device, dtype: torch.dtype, n: int = 3) -> list[torch.Tensor]:
+def inputs(device: torch.device, dtype: torch.dtype, n: int = 3) -> list[torch.Tensor]:
+    """``n`` probe tensors ``[3, 131]`` on ``device`` in ``dtype`` (a few steps, more neurons
+    than one program's block of 128, odd); the first requires grad."""
     gen = torch.Generator().manual_seed(0)
     return [_place(torch.randn(_T, _N, generator=gen) * 0.7 + 0.45, device, dtype)
             .requires_grad_(i == 0) for i in range(n)]
 
 
+def sequence_probe(call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any], Any]
+                   ) -> Callable[[Any, torch.device, torch.dtype], list[tuple[str, torch.Tensor]]]:
+    """A probe for a whole-sequence entry point ``call(x, state, trace, spec) -> outputs``:
+    forward on :func:`inputs` (``state``, ``trace``: one step, ``trace >= 0``), then the
+    gradient of a weighted sum of every output with respect to ``x``."""
+    def run(spec: Any, device: torch.device, dtype: torch.dtype
+            ) -> list[tuple[str, torch.Tensor]]:
+        x, state, trace = inputs(device, dtype)
+        outs = call(x, state[0].detach(), trace[0].detach().abs(), spec)
+        loss = sum((o.float() * (k + 1.0)).sum() for k, o in enumerate(outs))
+        (grad,) = torch.autograd.grad(loss, x)
+        return [("outputs", o.detach()) for o in outs] + [("gradient", grad)]
+
+    return run
+
+
 def _run(family: str, spec: Any, device: torch.device, dtype: torch.dtype
          ) -> list[tuple[str, torch.Tensor]]:
-    """Forward and backward of the kernel on a ``[3, 131]`` input; the tensors to check."""
-    if family == "triton_replay":
-        return _run_replay(spec, device, dtype)
-    x, state, trace = _inputs(device, dtype)
-    state, trace = state[0].detach(), trace[0].detach().abs()
-    rule = spec.rule if family == "cupy" else _triton_rule(spec)
-    if family == "cupy":
-        from spikegrad.rules.cupy_kernels import functions as entry
-    else:
-        from spikegrad.rules.triton_kernels import functions as entry  # type: ignore[no-redef]
-    if rule == "na":
-        u0 = state.float()
-        outs = entry.na_sequence(x, spec, None, u0, trace)
-    elif rule == "reset_term":
-        outs = entry.reset_term_sequence(x, state, trace, spec)
-    else:
-        outs = getattr(entry, f"{rule}_sequence")(x, state, spec)
-    loss = sum((o.float() * (k + 1.0)).sum() for k, o in enumerate(outs))
-    (grad,) = torch.autograd.grad(loss, x)
-    return [("outputs", o.detach()) for o in outs] + [("gradient", grad)]
-
-
-def _triton_rule(spec: Any) -> str:
-    from spikegrad.rules.bpsta import HTDGLIF
-    from spikegrad.rules.multistrength import MultiStrength
-    from spikegrad.rules.na import NA
-
-    for cls, rule in ((NA, "na"), (HTDGLIF, "bpsta"), (MultiStrength, "multistrength")):
-        if isinstance(spec, cls):
-            return rule
-    return "reset_term"
-
-
-def _run_replay(flags: tuple[bool, ...], device: torch.device, dtype: torch.dtype
-                ) -> list[tuple[str, torch.Tensor]]:
-    from spikegrad.rules.triton_kernels import replay
-
-    trace, subtract, cube, has_a0, has_changed = flags
-    c, u, a = (x.detach() for x in _inputs(device, dtype))
-    e = a.flip(0)
-    a0 = a[0].abs() if has_a0 else None
-    changed = (u > 0.9) if has_changed else None
-    delta = replay.na_replay(c, u.float(), a, e, a0, changed, _T, 0.8, 1.0,
-                             2.0 if trace else None, "subtract" if subtract else "zero",
-                             "inverse_cube" if cube else "inverse", 5.0)
-    return [("deltas", delta)]
+    """The registered probe of ``spec``'s kernel; the tensors to check."""
+    run = _RUNNERS.get((family, _key(family, spec)))
+    if run is None:
+        raise LookupError(f"no first-use probe is registered for the {describe(family, spec)} "
+                          "(first_use.register, in the rule's folder)")
+    return run(spec, device, dtype)
 
 
 _WARNED: set[str] = set()

@@ -37,6 +37,7 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_float_tensor, check_number
+from spikegrad.rules.cupy_kernels.ctext import c_float
 
 __all__ = ["Surrogate", "Sigmoid", "ATan", "heaviside"]
 
@@ -153,8 +154,6 @@ class Sigmoid(Surrogate):
         return sig * (1.0 - sig) / self.temperature
 
     def c_derivative(self, x: str) -> str:
-        from spikegrad.rules.cupy_kernels.ctext import c_float
-
         t = c_float(self.temperature)
         sig = f"(1.0f / (1.0f + expf(-(({x}) / {t}))))"
         return f"({sig} * (1.0f - {sig}) / {t})"
@@ -181,8 +180,6 @@ class ATan(Surrogate):
         return (self.alpha / 2) / (1 + (math.pi / 2 * self.alpha * x) ** 2)
 
     def c_derivative(self, x: str) -> str:
-        from spikegrad.rules.cupy_kernels.ctext import c_float
-
         k = f"({c_float(math.pi / 2 * self.alpha)} * ({x}))"
         return f"({c_float(self.alpha / 2)} / (1.0f + {k} * {k}))"
 

@@ -275,7 +275,7 @@ def na_impl(request, monkeypatch):
     if request.param == "torch":
         monkeypatch.setenv("SPIKEGRAD_NA_CPP", "0")
     else:
-        from spikegrad.rules import na_cpu
+        from spikegrad.rules.na import cpu as na_cpu
 
         if na_cpu.status() != "available":
             pytest.skip(f"compiled NA kernel unavailable: {na_cpu.status()}")

@@ -27,8 +27,12 @@ from spikegrad.neurons import (  # noqa: E402
     NALIFNode,
     ResetTermLIFNode,
 )
-from spikegrad.rules import na, surrogate  # noqa: E402
-from spikegrad.rules.cupy_kernels import dispatch, host  # noqa: E402
+from spikegrad.rules import (  # noqa: E402
+    dispatch,  # noqa: E402
+    na,
+    surrogate,
+)
+from spikegrad.rules.cupy_kernels import host  # noqa: E402
 from tests.neurons.test_spikingjelly_nodes import (  # noqa: E402
     HTDGLIF,
     MULTI,

@@ -41,8 +41,10 @@ from spikegrad.neurons import (  # noqa: E402
     NALIFNode,
     ResetTermLIFNode,
 )
-from spikegrad.rules import na  # noqa: E402
-from spikegrad.rules.cupy_kernels import dispatch  # noqa: E402
+from spikegrad.rules import (
+    dispatch,  # noqa: E402
+    na,  # noqa: E402
+)
 from tests.rules.test_na import P, ref_delta  # noqa: E402
 
 F64 = torch.float64

@@ -9,8 +9,8 @@ import os
 import pytest
 import torch
 
-from spikegrad.rules import bpsta, multistrength, na, surrogate
-from spikegrad.rules.cupy_kernels import dispatch, host, kernels
+from spikegrad.rules import bpsta, dispatch, multistrength, na, reset_term, surrogate
+from spikegrad.rules.cupy_kernels import host
 
 F16, F32 = torch.float16, torch.float32
 TOL = {F32: dict(rtol=1e-5, atol=1e-5), F16: dict(rtol=2e-3, atol=2e-3)}
@@ -39,12 +39,12 @@ MS_CFGS = [multistrength.MultiStrength(), multistrength.MultiStrength(max_streng
 
 def rt_spec(cfg):
     mechanism, sur, k, tau_s = cfg
-    return kernels.reset_term_spec(0.75, 1.0, sur, mechanism, k, tau_s)
+    return reset_term.cupy.spec(0.75, 1.0, sur, mechanism, k, tau_s)
 
 
-ALL_SPECS = ([rt_spec(c) for c in RT] + [kernels.na_spec(c) for c in NA_CFGS]
-             + [kernels.bpsta_spec(c) for c in HT_CFGS]
-             + [kernels.multistrength_spec(c) for c in MS_CFGS])
+ALL_SPECS = ([rt_spec(c) for c in RT] + [na.cupy.spec(c) for c in NA_CFGS]
+             + [bpsta.cupy.spec(c) for c in HT_CFGS]
+             + [multistrength.cupy.spec(c) for c in MS_CFGS])
 
 
 def gpu_ready() -> str | None:

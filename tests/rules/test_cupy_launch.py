@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from spikegrad.rules import bpsta, multistrength, na, reset_term
-from spikegrad.rules.cupy_kernels import dispatch, functions, host, kernels, launch
+from spikegrad.rules import bpsta, dispatch, multistrength, na, reset_term
+from spikegrad.rules.cupy_kernels import functions, host, launch
 from tests.rules.cupy_cases import (
     ALL_SPECS,
     F32,
@@ -112,27 +112,28 @@ def fake_cupy(monkeypatch):
     monkeypatch.setattr(launch, "_stream_pointer", lambda device: 4242)
     monkeypatch.setattr(launch, "_FUNCTIONS", {})
     monkeypatch.setattr(launch, "_MODULES", {})
-    monkeypatch.setattr(functions, "run", lambda *a: (runs.append(a), real_run(*a)))
+    for module in (functions, na.cupy):  # the LIF-family driver and NA's node
+        monkeypatch.setattr(module, "run", lambda *a: (runs.append(a), real_run(*a)))
     return fake, runs, where
 
 
 def test_fake_cupy_launch_builds_once_per_device_and_passes_the_signature(fake_cupy):
     fake, runs, where = fake_cupy
-    rt, nas, hts, mss = rt_spec(RT[2]), kernels.na_spec(NA_CFGS[1]), *(
-        [kernels.bpsta_spec(HT_CFGS[0]), kernels.multistrength_spec(MS_CFGS[3])])
+    rt, nas, hts, mss = rt_spec(RT[2]), na.cupy.spec(NA_CFGS[1]), *(
+        [bpsta.cupy.spec(HT_CFGS[0]), multistrength.cupy.spec(MS_CFGS[3])])
     c, v0, a0 = inputs((3, 4, 75), seed=40)  # T = 3, N = 300: three blocks of 128
     for _ in range(2):  # the second round reuses every compiled function
-        compare(lambda c_, v_, a_: functions.reset_term_sequence(c_, v_, a_, rt),
+        compare(lambda c_, v_, a_: reset_term.cupy.sequence(c_, v_, a_, rt),
                  lambda c_, v_, a_: (lambda s, v, _: (reset_term.trace(s, 2.0, a0=a_), v))(
                      *reset_term.SequenceFunction.apply(c_, v_, 0.75, 1.0, RT[2][1], "subtract",
                                                         1.0)),
                  [c.requires_grad_(), v0.requires_grad_(), a0.requires_grad_()], F32, "cpu", 0)
-        compare(lambda c_: functions.na_sequence(c_, nas),
+        compare(lambda c_: na.cupy.sequence(c_, nas),
                  lambda c_: na.NAFunction.apply(c_, NA_CFGS[1], None), [c], F32, "cpu", 1)
-        compare(lambda x_, v_: functions.bpsta_sequence(x_, v_, hts),
+        compare(lambda x_, v_: bpsta.cupy.sequence(x_, v_, hts),
                  loop(lambda x, v, cfg: bpsta.reference_step_v(x, v, cfg)[::2], HT_CFGS[0]),
                  [c, v0], F32, "cpu", 2)
-        compare(lambda z_, v_: functions.multistrength_sequence(z_, v_, mss),
+        compare(lambda z_, v_: multistrength.cupy.sequence(z_, v_, mss),
                  loop(multistrength.reference_step, MS_CFGS[3]), [c, v0], F32, "cpu", 3)
     built = [call for call in fake.calls if call[0] == "get_function"]
     assert len(built) == 8 and len({b[1] for b in built}) == 8  # 4 rules x fwd/bwd, once each
@@ -155,7 +156,7 @@ def test_fake_cupy_launch_builds_once_per_device_and_passes_the_signature(fake_c
                 assert v.data_ptr() == args[p.name].data_ptr()
     assert {call[1:] for call in fake.calls if call[0] == "stream"} == {(4242, 1)}
     where["device"] = torch.device("cuda", 2)  # another device: built again, there
-    functions.multistrength_sequence(c.detach(), v0.detach(), mss)
+    multistrength.cupy.sequence(c.detach(), v0.detach(), mss)
     assert [call[1:] for call in fake.calls if call[0] == "get_function"][-1] == (
         mss.kernel_name("forward", "f32"), 2)
 
@@ -191,7 +192,7 @@ def test_auto_falls_back_per_configuration_when_a_rule_kernel_fails_first_use(fa
     monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: None)
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: False)
     first_use.forget()
-    spec, gpu = kernels.bpsta_spec(HT_CFGS[0]), torch.device("cuda", 0)
+    spec, gpu = bpsta.cupy.spec(HT_CFGS[0]), torch.device("cuda", 0)
     with pytest.warns(KernelFallbackWarning, match=r"CuPy kernel of the bpsta rule .*\(float32 "
                       r"on cuda:0\) failed on first use \(RuntimeError: nvrtc: error: too many"):
         for _ in range(3):
@@ -202,7 +203,7 @@ def test_auto_falls_back_per_configuration_when_a_rule_kernel_fails_first_use(fa
         dispatch.select("cupy", step_mode="m", kernel=spec, device=gpu, dtype=F32)
     assert [c for c in fake.calls if c[0] == "module"] == [("module", 1)]  # one try, cached
     fake.module_error = None  # another configuration compiles: it is used
-    other = kernels.multistrength_spec(MS_CFGS[0])
+    other = multistrength.cupy.spec(MS_CFGS[0])
     assert dispatch.select("auto", step_mode="m", kernel=other, device=gpu,
                            dtype=F32).implementation == "cupy"
     first_use.forget()
@@ -220,8 +221,8 @@ def test_no_cuda_device_message_tells_a_cpu_only_torch_apart(monkeypatch):
 def test_kernel_backward_is_once_differentiable():
     """A double backward raises instead of silently dropping the kernels' second derivative."""
     c, w = torch.rand(4, 3, requires_grad=True), torch.rand(4, 3, requires_grad=True)
-    for fn, spec in ((functions.multistrength_sequence, kernels.multistrength_spec(MS_CFGS[0])),
-                     (lambda c_, _, s: functions.na_sequence(c_, s), kernels.na_spec(NA_CFGS[0]))):
+    for fn, spec in ((multistrength.cupy.sequence, multistrength.cupy.spec(MS_CFGS[0])),
+                     (lambda c_, _, s: na.cupy.sequence(c_, s), na.cupy.spec(NA_CFGS[0]))):
         out, _ = fn(c * 2, None, spec)
         (g,) = torch.autograd.grad((out * w).sum(), c, create_graph=True)
         with pytest.raises(RuntimeError, match="differentiate twice"):

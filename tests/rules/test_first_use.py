@@ -10,6 +10,7 @@ Triton's JIT finds no GPU driver when the kernel launches).
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
@@ -26,7 +27,7 @@ from spikegrad.rules.first_use import KernelFallbackWarning
 triton = pytest.importorskip("triton", reason="triton is not installed")
 from triton.compiler.errors import CompilationError  # noqa: E402
 
-from spikegrad.rules.triton_kernels import functions  # noqa: E402
+from spikegrad.rules.bpsta import triton as ht_triton  # noqa: E402
 
 X = torch.rand(5, 2, 7) * 1.2
 
@@ -52,8 +53,10 @@ def triton_everywhere(monkeypatch):
 
 
 def _inject(monkeypatch, name: str) -> Injected:
+    """Replace the Triton entry point of ``name`` (``"<rule>_sequence"``) with a failure."""
     fail = Injected()
-    monkeypatch.setattr(functions, name, fail)
+    rule = name.removesuffix("_sequence")
+    monkeypatch.setattr(importlib.import_module(f"spikegrad.rules.{rule}.triton"), "sequence", fail)
     return fail
 
 
@@ -148,7 +151,7 @@ def test_replay_falls_back_when_its_probe_fails(monkeypatch):
 def test_probe_records_the_error_and_nonfinite_values(monkeypatch):
     first_use.forget()
     cpu, cfg = torch.device("cpu"), bpsta.HTDGLIF()
-    monkeypatch.setattr(functions, "bpsta_sequence", Injected())
+    monkeypatch.setattr(ht_triton, "sequence", Injected())
     reason = first_use.problem("triton", cfg, cpu, torch.float32)
     assert reason.startswith("the Triton kernel of HTDGLIF(") and "CompilationError" in reason
     assert "(float32 on cpu) failed" in reason
@@ -157,14 +160,14 @@ def test_probe_records_the_error_and_nonfinite_values(monkeypatch):
     def nan_kernel(x, v0, cfg):
         out = x * float("nan")
         return out, out
-    monkeypatch.setattr(functions, "bpsta_sequence", nan_kernel)
+    monkeypatch.setattr(ht_triton, "sequence", nan_kernel)
     first_use.forget()
     assert "non-finite values on first use (outputs" in first_use.problem(
         "triton", cfg, cpu, torch.float32)
 
     def fine(x, v0, cfg):
         return x * 2, x.detach()
-    monkeypatch.setattr(functions, "bpsta_sequence", fine)
+    monkeypatch.setattr(ht_triton, "sequence", fine)
     first_use.forget()
     assert first_use.problem("triton", cfg, cpu, torch.float32) is None
     first_use.forget()
@@ -193,9 +196,9 @@ def test_real_triton_launch_failure_in_a_fresh_process():
         import warnings, torch
         from spikegrad import neurons
         from spikegrad.rules import dispatch
-        from spikegrad.rules.triton_kernels import functions
+        from spikegrad.rules.triton_kernels import lib
         dispatch.triton_problem = lambda device=None: None   # as if a GPU were usable
-        functions.device_problem = lambda *a: None            # let CPU tensors reach the launch
+        lib.device_problem = lambda *a: None                  # let CPU tensors reach the launch
         x = torch.rand(4, 3, 5, requires_grad=True)
         want = neurons.MultiStrengthIFNode(step_mode="m")(x)
         with warnings.catch_warnings(record=True) as w:

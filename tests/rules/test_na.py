@@ -175,9 +175,9 @@ def impl(request) -> dict:
     if request.param == "default":
         return {}
     if request.param == "cpp":
-        if importlib.util.find_spec("spikegrad.rules.na_cpu") is None:
+        if importlib.util.find_spec("spikegrad.rules.na.cpu") is None:
             pytest.skip("no compiled NA kernel in this tree")
-        from spikegrad.rules import na_cpu
+        from spikegrad.rules.na import cpu as na_cpu
 
         status = na_cpu.status()
         if status != "available":

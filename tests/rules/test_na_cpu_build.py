@@ -17,10 +17,11 @@ from pathlib import Path
 
 import pytest
 
-from spikegrad.rules import na_cpu
+from spikegrad.rules.na import cpu as na_cpu
 
 ROOT = Path(__file__).resolve().parents[2]
-PROBE = ("import json, sys; from pathlib import Path; from spikegrad.rules import na_cpu; "
+PROBE = ("import json, sys; from pathlib import Path; "
+         "from spikegrad.rules.na import cpu as na_cpu; "
          "path, built = na_cpu.build_library('spikegrad_build_probe', Path(sys.argv[1]), "
          "['-O1']); print(json.dumps({'path': path, 'built': built, 'prefix': sys.prefix}))")
 

@@ -1,4 +1,4 @@
-"""``python -m spikegrad.rules.na_cpu``: --help helps without building, a failed build shows the
+"""``python -m spikegrad.rules.na``: --help helps without building, a failed build shows the
 compiler's own error lines, and NA's run-time fallback to its torch reference warns once."""
 
 from __future__ import annotations
@@ -12,13 +12,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from spikegrad.rules import dispatch, na_cpu
+from spikegrad.rules import dispatch
+from spikegrad.rules.na import cpu as na_cpu
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_help_does_not_build():
-    res = subprocess.run([sys.executable, "-m", "spikegrad.rules.na_cpu", "--help"],
+    res = subprocess.run([sys.executable, "-m", "spikegrad.rules.na", "--help"],
                          capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert res.returncode == 0
     assert "--require" in res.stdout and "torch reference" in res.stdout
@@ -29,9 +30,9 @@ def test_failed_build_shows_the_compilers_error(tmp_path):
     """A real compiler failure (a broken copy of the source, built in a scratch extensions
     directory so that the real kernel's cache is never touched)."""
     broken = tmp_path / "na_cpu.cpp"
-    broken.write_text((ROOT / "spikegrad/rules/csrc/na_cpu.cpp").read_text()
+    broken.write_text((ROOT / "spikegrad/rules/na/csrc/na_cpu.cpp").read_text()
                       .replace("namespace {", "namespace { this_is_not_cpp;", 1))
-    script = ("import sys; from spikegrad.rules import na_cpu; "
+    script = ("import sys; from spikegrad.rules.na import cpu as na_cpu; "
               f"na_cpu._SOURCE = na_cpu.Path({str(broken)!r}); "
               "raise SystemExit(na_cpu.main(['--require']))")
     env = {**os.environ, "TORCH_EXTENSIONS_DIR": str(tmp_path / "ext")}

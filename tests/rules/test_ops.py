@@ -26,12 +26,11 @@ from spikegrad.rules import (
     dispatch,
     multistrength,
     na,
-    na_cpu,
-    ops_lif,
-    ops_na,
     reset_term,
     surrogate,
 )
+from spikegrad.rules.na import cpu as na_cpu
+from spikegrad.rules.na import ops as ops_na
 
 DTYPES = [torch.float32, torch.float64]
 T, B, N = 5, 2, 3
@@ -184,7 +183,7 @@ def test_bpsta_op_gradients_equal_step_autograd(cfg):
         return o, v_new, h
 
     o_r, v_r, h_r = _loop(step, x, v0, 3)
-    o, v, h = ops_lif.bpsta_sequence(x, v0, cfg.mode, cfg.threshold, cfg.decay, cfg.alpha, cfg.dt)
+    o, v, h = bpsta.ops.bpsta_sequence(x, v0, cfg.mode, cfg.threshold, cfg.decay, cfg.alpha, cfg.dt)
     assert torch.equal(o, o_r) and torch.equal(v, v_r) and torch.equal(h, h_r)
     assert 0.1 < float((o > 0).double().mean()) < 0.9
     loss = lambda a, b, c: (a * g[0]).sum() + (b * g[1]).sum() + (c * g[2]).sum()  # noqa: E731
@@ -232,12 +231,6 @@ def test_reset_term_user_surrogate_runs_the_same_loops():
 
 
 # --- the dispatcher ------------------------------------------------------------------------------
-def test_cupy_dispatch_is_the_one_dispatcher():
-    from spikegrad.rules.cupy_kernels import dispatch as old
-
-    assert old is dispatch
-
-
 def test_dispatcher_on_this_machine():
     choice = dispatch.rule_choice("na", "auto", "cpu", torch.float32)
     assert choice.implementation == ("cpp" if CPP == "available" else "torch")
@@ -382,7 +375,8 @@ def test_na_step_and_window_replay_stay_on_the_input_device(device):
 def test_operator_bodies_on_meta_tensors(dtype):
     """The torch bodies of the operators (which the dispatcher would replace by the fakes on
     meta tensors) run on meta tensors and make nothing on another device."""
-    bodies = {**ops_na.BODIES, **ops_lif.BODIES}
+    bodies = {**ops_na.BODIES, **reset_term.ops.BODIES, **bpsta.ops.BODIES,
+              **multistrength.ops.BODIES}
     for name, cases in samples(dtype, device="meta", grad=False).items():
         if name.endswith("_cpp"):
             continue
@@ -440,8 +434,8 @@ def test_operator_step_equals_the_written_out_reference(rule, cfg, monkeypatch):
         return (o, s, *torch.autograd.grad(loss, (x, s0)))
 
     calls = []
-    sequence = getattr(ops_lif, f"{rule}_sequence")
-    monkeypatch.setattr(ops_lif, f"{rule}_sequence",
+    sequence = getattr(mod.ops, f"{rule}_sequence")
+    monkeypatch.setattr(mod.ops, f"{rule}_sequence",
                         lambda *a: calls.append(a[0].shape) or sequence(*a))
     got = run(mod.operator_step)
     assert calls == [torch.Size([1, B, N])] * 7, "one operator call per step"

@@ -33,10 +33,10 @@ if DEVICE == "cpu" and "triton" not in sys.modules:
 from spikegrad.rules import bpsta, multistrength, stepfn, surrogate  # noqa: E402
 from spikegrad.rules.stepfn import cuda_gen, triton_gen  # noqa: E402
 from spikegrad.rules.stepfn import rules as R  # noqa: E402
-from spikegrad.rules.triton_kernels import kernels_lif  # noqa: E402
+from spikegrad.rules.triton_kernels import lib  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-ELSEWHERE = DEVICE == "cpu" and not kernels_lif.INTERPRETED
+ELSEWHERE = DEVICE == "cpu" and not lib.INTERPRETED
 OWN_PROCESS = ("test_in_a_fresh_process", "test_compiled_graphs_hold_one_kernel_per_direction")
 
 
@@ -220,20 +220,23 @@ def test_every_elementwise_surrogate_of_both_hosts(name):
 def test_generated_kernels_equal_the_hand_written_ones():
     """Where a rule has hand-written Triton kernels, the generated ones give the same spikes,
     states and input gradients from rest (same math, written twice)."""
-    from spikegrad.rules.triton_kernels import functions, spec
+    from spikegrad.rules.bpsta import triton as ht_triton
+    from spikegrad.rules.multistrength import triton as ms_triton
+    from spikegrad.rules.reset_term import triton as rt_triton
+    from spikegrad.rules.reset_term.spec import reset_term_spec
 
     torch.manual_seed(3)
     x = (torch.randn(7, 33) * 1.5).to(DEVICE)
     g = torch.randn_like(x)
     cases = [
         (R.ResetTerm(beta=0.75, spike=surrogate.ATan(2.0)),
-         lambda c: functions.reset_term_sequence(
+         lambda c: rt_triton.sequence(
              c, torch.zeros_like(c[0]), None,
-             spec.reset_term_spec(0.75, 1.0, surrogate.ATan(2.0), "zero", 1.0, None))),
-        (R.HTDGLIF(), lambda c: functions.bpsta_sequence(c, torch.zeros_like(c[0]),
+             reset_term_spec(0.75, 1.0, surrogate.ATan(2.0), "zero", 1.0, None))),
+        (R.HTDGLIF(), lambda c: ht_triton.sequence(c, torch.zeros_like(c[0]),
                                                          bpsta.HTDGLIF())),
         (R.MultiStrength(multistrength.MultiStrength(max_strength=2)),
-         lambda c: functions.multistrength_sequence(c, torch.zeros_like(c[0]),
+         lambda c: ms_triton.sequence(c, torch.zeros_like(c[0]),
                                                     multistrength.MultiStrength(max_strength=2))),
     ]
     for rule, hand in cases:

@@ -1,7 +1,7 @@
 """The byte model of :mod:`spikegrad.rules.traffic` against the kernels themselves.
 
 A fresh process runs every fused Triton kernel (through the operators of
-:mod:`spikegrad.rules.triton_kernels.ops`) in Triton's interpreter on CPU tensors, with the
+the rules' ``triton`` modules) in Triton's interpreter on CPU tensors, with the
 interpreter's masked load and store recorded: the addresses each one touched (masked lanes
 left out) and their element size. Loads and stores in bytes, and the distinct addresses
 loaded and stored, must equal the model for every rule, direction, storage type and flag: a
@@ -49,8 +49,12 @@ _SCRIPT = textwrap.dedent(r"""
         return _store(self, ptrs, value, mask, *a, **k)
 
     B.create_masked_load, B.create_masked_store = load, store
-    from spikegrad.rules.triton_kernels import kernels_lif, ops
-    assert kernels_lif.INTERPRETED
+    from spikegrad.rules.bpsta import triton as ht
+    from spikegrad.rules.multistrength import triton as ms
+    from spikegrad.rules.na import triton as na_t
+    from spikegrad.rules.reset_term import triton as rt
+    from spikegrad.rules.triton_kernels import lib
+    assert lib.INTERPRETED
 
     def counted(fn, *args):
         seen["load"].clear(); seen["store"].clear()
@@ -79,32 +83,32 @@ _SCRIPT = textwrap.dedent(r"""
                 records.append({"rule": rule, "direction": direction, "T": T, "N": N,
                                 "dtype": str(dtype), "flags": flags, **res})
             # reset-term
-            (out, v, u), res = counted(ops.reset_term_fwd, c, v0, a0, 0.9, 1.0, False, False,
+            (out, v, u), res = counted(rt.reset_term_fwd_op, c, v0, a0, 0.9, 1.0, False, False,
                                        trace, 0.8, 0.2, 0, 1.0, 1.0, 1.0, 5.0, 0.2)
             add("reset-term", "forward", res)
-            _, res = counted(ops.reset_term_bwd, u, go, r(T, N) if g_state else None, dtype,
+            _, res = counted(rt.reset_term_bwd_op, u, go, r(T, N) if g_state else None, dtype,
                              0.9, 1.0, False, False, trace, 0.8, 0.2, 0, 1.0, 1.0, 1.0, 5.0,
                              0.2)
             add("reset-term", "backward", res)
             # BPSA / BPTA
-            (o, v, h), res = counted(ops.bpsta_fwd, c, v0, True, 1.0, 0.5, 0.9, 1.0)
+            (o, v, h), res = counted(ht.bpsta_fwd_op, c, v0, True, 1.0, 0.5, 0.9, 1.0)
             add("bpsa-bpta", "forward", res)
-            _, res = counted(ops.bpsta_bwd, c, h, go, r(T, N) if g_state else None, True, 1.0,
+            _, res = counted(ht.bpsta_bwd_op, c, h, go, r(T, N) if g_state else None, True, 1.0,
                              0.5, 0.9, 1.0)
             add("bpsa-bpta", "backward", res)
             # multi-strength
-            (th, v, h), res = counted(ops.multistrength_fwd, c, v0, 1.0, 1.0, 0.9, False, 0.0,
+            (th, v, h), res = counted(ms.multistrength_fwd_op, c, v0, 1.0, 1.0, 0.9, False, 0.0,
                                       0.0, False)
             add("multi-strength", "forward", res)
-            _, res = counted(ops.multistrength_bwd, h, go, r(T, N) if g_state else None, dtype,
+            _, res = counted(ms.multistrength_bwd_op, h, go, r(T, N) if g_state else None, dtype,
                              1.0, 1.0, 0.9, False, 0.0, 0.0, False)
             add("multi-strength", "backward", res)
             # NA (u0, u and g_u float32)
             u0 = r(N, dt=F32)
-            (out, u), res = counted(ops.na_fwd_op, c, u0, a0, 0.9, 1.0, 0.8, 0.2, 5.0, trace,
+            (out, u), res = counted(na_t.na_fwd_op, c, u0, a0, 0.9, 1.0, 0.8, 0.2, 5.0, trace,
                                     False, False, True)
             add("na", "forward", res)
-            _, res = counted(ops.na_bwd_op, c, u0, a0, go, r(T, N, dt=F32) if g_state else None,
+            _, res = counted(na_t.na_bwd_op, c, u0, a0, go, r(T, N, dt=F32) if g_state else None,
                              0.9, 1.0, 0.8, 0.2, 5.0, trace, False, False, True)
             add("na", "backward", res)
     json.dump(records, sys.stdout)

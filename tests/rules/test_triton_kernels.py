@@ -42,12 +42,16 @@ if DEVICE == "cpu" and _FRESH:
 
 import spikegrad.rules.triton_kernels as triton_kernels  # noqa: E402
 from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate  # noqa: E402
-from spikegrad.rules.triton_kernels import functions as tk  # noqa: E402
-from spikegrad.rules.triton_kernels import kernels_lif, kernels_na  # noqa: E402
+from spikegrad.rules.bpsta import triton as ht_triton  # noqa: E402
+from spikegrad.rules.multistrength import triton as ms_triton  # noqa: E402
+from spikegrad.rules.na import triton as na_triton  # noqa: E402
+from spikegrad.rules.reset_term import triton as rt_triton  # noqa: E402
+from spikegrad.rules.reset_term.spec import reset_term_spec  # noqa: E402
+from spikegrad.rules.triton_kernels import lib  # noqa: E402
 
 #: Triton was imported earlier in this process without the interpreter (CPU only): the tests
 #: run in a fresh process instead (test_in_a_fresh_process)
-ELSEWHERE = DEVICE == "cpu" and not kernels_lif.INTERPRETED
+ELSEWHERE = DEVICE == "cpu" and not lib.INTERPRETED
 #: tests that start their own process (they run in every case)
 OWN_PROCESS = ("test_in_a_fresh_process", "test_import_without_triton",
                "test_kernels_compile_to_ptx_and_trace_into_compile_graphs")
@@ -93,7 +97,7 @@ MS_CFGS = [multistrength.MultiStrength(), multistrength.MultiStrength(max_streng
 # --- references and the comparison -------------------------------------------------------------
 def rt_spec(cfg):
     mechanism, sur, k, tau_s = cfg
-    return triton_kernels.reset_term_spec(0.75, 1.0, sur, mechanism, k, tau_s)
+    return reset_term_spec(0.75, 1.0, sur, mechanism, k, tau_s)
 
 
 def rt_reference(cfg):
@@ -158,10 +162,11 @@ def test_kernels_really_run_in_the_interpreter(monkeypatch):
     """Every entry point launches its interpreted forward and backward kernels (not torch)."""
     from triton.runtime.interpreter import InterpretedFunction
 
-    kernels = [getattr(kernels_lif, n) for n in kernels_lif.__all__[1:]] + [
-        kernels_na.na_fwd, kernels_na.na_bwd]
-    assert kernels_lif.INTERPRETED, ("the kernels were imported before this module set "
-                                     "TRITON_INTERPRET=1; run this test file on its own")
+    kernels = [getattr(module, f"{rule}_{d}") for rule, module in [
+        ("reset_term", rt_triton), ("bpsta", ht_triton), ("multistrength", ms_triton),
+        ("na", na_triton)] for d in ("fwd", "bwd")]
+    assert lib.INTERPRETED, ("the kernels were imported before this module set "
+                             "TRITON_INTERPRET=1; run this test file on its own")
     assert all(isinstance(k, InterpretedFunction) for k in kernels)
     assert triton_kernels.available("cpu", F32) is None
     launched = []
@@ -173,10 +178,10 @@ def test_kernels_really_run_in_the_interpreter(monkeypatch):
 
     monkeypatch.setattr(InterpretedFunction, "run", spy)
     x = torch.rand(3, 2, requires_grad=True)
-    for fn, name in [(lambda: tk.reset_term_sequence(x, None, None, rt_spec(RT[1])), "reset_term"),
-                     (lambda: tk.na_sequence(x, NA_CFGS[1]), "na"),
-                     (lambda: tk.bpsta_sequence(x, None, HT_CFGS[0]), "bpsta"),
-                     (lambda: tk.multistrength_sequence(x, None, MS_CFGS[0]), "multistrength")]:
+    for fn, name in [(lambda: rt_triton.sequence(x, None, None, rt_spec(RT[1])), "reset_term"),
+                     (lambda: na_triton.sequence(x, NA_CFGS[1]), "na"),
+                     (lambda: ht_triton.sequence(x, None, HT_CFGS[0]), "bpsta"),
+                     (lambda: ms_triton.sequence(x, None, MS_CFGS[0]), "multistrength")]:
         launched.clear()
         out = fn()
         torch.autograd.grad(out[0].sum(), x)
@@ -192,7 +197,7 @@ def test_reset_term_matches_reference(cfg, dtype):
     spec = rt_spec(cfg)
     for i, shape in enumerate(SHAPES):
         c, v0, a0 = inputs(shape, seed=i)
-        compare(lambda c_, v_, a_: tk.reset_term_sequence(c_, v_, a_, spec), rt_reference(cfg),
+        compare(lambda c_, v_, a_: rt_triton.sequence(c_, v_, a_, spec), rt_reference(cfg),
                 [c.requires_grad_(), v0.requires_grad_(), a0.requires_grad_(cfg[3] is not None)],
                 dtype, i)
 
@@ -207,7 +212,7 @@ def test_na_matches_reference(cfg, dtype):
         u0 = torch.rand(shape[1:], generator=torch.Generator().manual_seed(i)) * 1.4
         if shape == (9, 3):
             c[0, 0], u0[0] = 1.0, 0.0  # u == θ exactly: no spike (strict), weight +clamp
-        compare(lambda c_, u_, a_: tk.na_sequence(c_, cfg, None, u_, a_),
+        compare(lambda c_, u_, a_: na_triton.sequence(c_, cfg, None, u_, a_),
                 lambda c_, u_, a_: na.NAFunction.apply(c_, cfg, None, u_, a_),
                 [c.requires_grad_(), u0, a0], dtype, i, out_dtypes=(dtype, F32))
 
@@ -216,7 +221,7 @@ def test_na_rescale_is_applied_outside_the_operator():
     cfg = NA_CFGS[1]
     c, _, _ = inputs((7, 4, 5), seed=3, mean=0.5, std=0.6)
     r_k, r_r = na.Rescale(), na.Rescale()
-    compare(lambda x: tk.na_sequence(x, cfg, r_k), lambda x: na.NAFunction.apply(x, cfg, r_r),
+    compare(lambda x: na_triton.sequence(x, cfg, r_k), lambda x: na.NAFunction.apply(x, cfg, r_r),
             [c.requires_grad_()], F32, 3, out_dtypes=(F32, F32))
     assert r_k.ref is not None and r_k.ref == r_r.ref
 
@@ -226,7 +231,7 @@ def test_na_rescale_is_applied_outside_the_operator():
 def test_bpsta_matches_reference(cfg, dtype):
     for i, shape in enumerate(SHAPES):
         x, v0, _ = inputs(shape, seed=20 + i, mean=0.3, std=0.6)
-        compare(lambda x_, v_: tk.bpsta_sequence(x_, v_, cfg), loop(_ht_step, cfg),
+        compare(lambda x_, v_: ht_triton.sequence(x_, v_, cfg), loop(_ht_step, cfg),
                 [x.requires_grad_(), v0.requires_grad_()], dtype, i)
 
 
@@ -236,7 +241,7 @@ def test_bpsta_matches_reference(cfg, dtype):
 def test_multistrength_matches_reference(cfg, dtype):
     for i, shape in enumerate(SHAPES):
         z, v0, _ = inputs(shape, seed=30 + i, mean=0.6, std=1.2)
-        compare(lambda z_, v_: tk.multistrength_sequence(z_, v_, cfg),
+        compare(lambda z_, v_: ms_triton.sequence(z_, v_, cfg),
                 loop(multistrength.reference_step, cfg), [z.requires_grad_(), v0.requires_grad_()],
                 dtype, i)
 
@@ -263,17 +268,17 @@ def test_reset_term_two_halves_equal_one_call(cfg):
     c, v0, a0 = inputs((7, 3, 5), seed=40)
 
     def two(c_, v_, a_):
-        o1, v1 = tk.reset_term_sequence(c_[:k], v_, a_, spec)
-        o2, v2 = tk.reset_term_sequence(c_[k:], v1[-1], o1[-1] if cfg[3] else None, spec)
+        o1, v1 = rt_triton.sequence(c_[:k], v_, a_, spec)
+        o2, v2 = rt_triton.sequence(c_[k:], v1[-1], o1[-1] if cfg[3] else None, spec)
         return torch.cat([o1, o2]), torch.cat([v1, v2])
 
-    _halves(lambda c_, v_, a_: tk.reset_term_sequence(c_, v_, a_, spec), two,
+    _halves(lambda c_, v_, a_: rt_triton.sequence(c_, v_, a_, spec), two,
             [c.requires_grad_(), v0.requires_grad_(), a0.requires_grad_()], 3 if cfg[3] else 2)
 
 
 def test_bpsta_and_multistrength_two_halves_equal_one_call():
-    for cfg, fn in [(HT_CFGS[1], tk.bpsta_sequence), (HT_CFGS[3], tk.bpsta_sequence),
-                    (MS_CFGS[3], tk.multistrength_sequence)]:
+    for cfg, fn in [(HT_CFGS[1], ht_triton.sequence), (HT_CFGS[3], ht_triton.sequence),
+                    (MS_CFGS[3], ms_triton.sequence)]:
         x, v0, _ = inputs((7, 3, 5), seed=41, mean=0.5, std=1.0)
 
         def two(x_, v_, cfg=cfg, fn=fn):
@@ -299,9 +304,9 @@ def test_na_two_windows_continue_the_state(cfg):
             return torch.cat([o1, o2]), torch.cat([u1, u2])
         return two
 
-    kern = chain(lambda c_, u_, a_: tk.na_sequence(c_, cfg, None, u_, a_))
+    kern = chain(lambda c_, u_, a_: na_triton.sequence(c_, cfg, None, u_, a_))
     ref = chain(lambda c_, u_, a_: na.NAFunction.apply(c_, cfg, None, u_, a_))
-    whole = tk.na_sequence(c.to(DEVICE), cfg)
+    whole = na_triton.sequence(c.to(DEVICE), cfg)
     for a, b in zip(kern(c.to(DEVICE)), whole, strict=True):
         assert torch.equal(a, b)
     compare(kern, ref, [c.requires_grad_()], F32, 42, out_dtypes=(F32, F32))
@@ -315,12 +320,12 @@ def test_spike_at_exactly_the_threshold(inclusive, dtype):
     cfg = ("zero", surrogate.Sigmoid(0.3, inclusive=inclusive), 1.0, None)
     c = torch.tensor([[1.0, 0.625], [0.0, 0.0], [0.0, 0.0]])  # u = 1 and 0.75 * 0.5 + 0.625 = 1
     v0 = torch.tensor([0.0, 0.5])
-    out, _ = tk.reset_term_sequence(c.to(DEVICE, dtype), v0.to(DEVICE, dtype), None, rt_spec(cfg))
+    out, _ = rt_triton.sequence(c.to(DEVICE, dtype), v0.to(DEVICE, dtype), None, rt_spec(cfg))
     assert out.tolist() == [[float(inclusive)] * 2, [0.0, 0.0], [0.0, 0.0]]
-    compare(lambda c_, v_: tk.reset_term_sequence(c_, v_, None, rt_spec(cfg)),
+    compare(lambda c_, v_: rt_triton.sequence(c_, v_, None, rt_spec(cfg)),
             lambda c_, v_: rt_reference(cfg)(c_, v_, None),
             [c.requires_grad_(), v0.requires_grad_()], dtype, 5)
-    na_out, _ = tk.na_sequence(c.detach().to(DEVICE, dtype), NA_CFGS[0])
+    na_out, _ = na_triton.sequence(c.detach().to(DEVICE, dtype), NA_CFGS[0])
     assert na_out.sum().item() == 0.0
 
 
@@ -329,10 +334,10 @@ def test_multistrength_window_ends_at_exactly_tau_times_d_plus_one(dtype):
     """h == τ(D + 1) (D = 2, τ = 0.5: 1.5) is outside the gradient window; just below is in."""
     cfg = multistrength.MultiStrength(threshold=0.5, max_strength=2)
     z = torch.tensor([[1.5, 1.4921875, 1.0, -0.5]])  # 1.4921875: below 1.5 in every dtype
-    theta, _ = tk.multistrength_sequence(z.to(DEVICE, dtype), None, cfg)
+    theta, _ = ms_triton.sequence(z.to(DEVICE, dtype), None, cfg)
     assert theta.tolist() == [[2.0, 2.0, 2.0, 0.0]]
     zk = z.to(DEVICE, dtype).requires_grad_()
-    (g,) = torch.autograd.grad(tk.multistrength_sequence(zk, None, cfg)[0].sum(), zk)
+    (g,) = torch.autograd.grad(ms_triton.sequence(zk, None, cfg)[0].sum(), zk)
     assert g.tolist() == [[0.0, 2.0, 2.0, 0.0]]  # dθ/dh = 1/τ inside [0, τ(D+1)) only
 
 
@@ -342,7 +347,7 @@ def test_bfloat16_outputs_round_to_nearest_even():
     cfg = multistrength.MultiStrength(threshold=1000.0)  # θ = 0, so v = v0 + z
     v0 = torch.tensor([1.0, 1.0, 1.0, 256.0], dtype=BF16, device=DEVICE)
     z = torch.tensor([[2.0**-8, 3 * 2.0**-8, 1.5 * 2.0**-8, 1.5]], dtype=BF16, device=DEVICE)
-    _, v = tk.multistrength_sequence(z, v0, cfg)
+    _, v = ms_triton.sequence(z, v0, cfg)
     want = (v0.float() + z.float()).to(BF16)
     assert torch.equal(v, want) and v.float().tolist() == [[1.0, 1.015625, 1.0078125, 258.0]]
 
@@ -354,14 +359,12 @@ def test_available_and_errors_name_the_reason():
         assert "CUDA" in triton_kernels.available("cuda")
     assert "not meta" in triton_kernels.available("meta")
     with pytest.raises(TypeError, match="float64"):
-        tk.bpsta_sequence(torch.zeros(2, 3, dtype=torch.float64), None, HT_CFGS[0])
+        ht_triton.sequence(torch.zeros(2, 3, dtype=torch.float64), None, HT_CFGS[0])
     with pytest.raises(ValueError, match=r"v0 has shape \(4,\), which does not broadcast"):
-        tk.multistrength_sequence(torch.zeros(2, 3, device=DEVICE), torch.zeros(4, device=DEVICE),
+        ms_triton.sequence(torch.zeros(2, 3, device=DEVICE), torch.zeros(4, device=DEVICE),
                                   MS_CFGS[0])
     with pytest.raises(ValueError, match="Sigmoid and ATan"):
-        triton_kernels.reset_term_spec(0.5, 1.0, surrogate.Sigmoid(spiking=False), "zero", 1, None)
-    with pytest.raises(AttributeError):
-        triton_kernels.not_an_entry_point  # noqa: B018
+        reset_term_spec(0.5, 1.0, surrogate.Sigmoid(spiking=False), "zero", 1, None)
 
 
 def test_states_broadcast_and_inputs_need_not_be_contiguous():
@@ -369,12 +372,12 @@ def test_states_broadcast_and_inputs_need_not_be_contiguous():
     transposed input runs as its contiguous copy."""
     spec = rt_spec(RT[1])
     c, v0, a0 = inputs((3, 4, 5), seed=4)
-    compare(lambda c_, v_, a_: tk.reset_term_sequence(c_, v_, a_, spec), rt_reference(RT[1]),
+    compare(lambda c_, v_, a_: rt_triton.sequence(c_, v_, a_, spec), rt_reference(RT[1]),
             [c.requires_grad_(), v0[0].requires_grad_(), a0[:1].requires_grad_()], F32, 4)
     x, v0, _ = inputs((3, 5, 4), seed=5)
     x = x.to(DEVICE).transpose(1, 2)
     assert not x.is_contiguous()
-    compare(lambda x_, v_: tk.bpsta_sequence(x_, v_, HT_CFGS[2]), loop(_ht_step, HT_CFGS[2]),
+    compare(lambda x_, v_: ht_triton.sequence(x_, v_, HT_CFGS[2]), loop(_ht_step, HT_CFGS[2]),
             [x.requires_grad_(), v0.transpose(0, 1).requires_grad_()], F32, 5)
 
 
@@ -383,9 +386,12 @@ import sys
 sys.modules["triton"] = None  # import triton fails, find_spec says it is absent
 import spikegrad
 import spikegrad.rules.triton_kernels as tk
+from spikegrad import neurons
+from spikegrad.rules import bpsta, multistrength, na, reset_term  # the rules need no Triton
 assert "triton is not installed" in tk.available("cuda"), tk.available("cuda")
+assert tk.rules_with_kernels() == ("bpsta", "multistrength", "na", "reset_term")
 try:
-    tk.reset_term_sequence
+    tk.modules()
 except ImportError as exc:
     assert "triton is not installed" in str(exc)
 else:

@@ -35,12 +35,13 @@ if DEVICE == "cpu" and "triton" not in sys.modules:
     os.environ["TRITON_INTERPRET"] = "1"  # left set: see test_triton_kernels.py
 
 from spikegrad.rules import dispatch, na  # noqa: E402
-from spikegrad.rules.triton_kernels import kernels_lif, replay  # noqa: E402
+from spikegrad.rules.na import triton_replay as replay  # noqa: E402
+from spikegrad.rules.triton_kernels import lib  # noqa: E402
 
 #: u == ϑ exactly divides by +0 on purpose (w = +clamp); the interpreter's numpy says so
 pytestmark = pytest.mark.filterwarnings("ignore:divide by zero:RuntimeWarning")
 #: Triton was imported earlier in this process without the interpreter (CPU only)
-ELSEWHERE = DEVICE == "cpu" and not kernels_lif.INTERPRETED
+ELSEWHERE = DEVICE == "cpu" and not lib.INTERPRETED
 
 
 @pytest.fixture(autouse=True)
@@ -326,7 +327,7 @@ def _run(*args: str, interpret: bool) -> str:
 _PTX = """
 import triton
 from triton.backends.compiler import GPUTarget
-from spikegrad.rules.triton_kernels import replay
+from spikegrad.rules.na import triton_replay as replay
 k, n = replay.na_replay_kernel, 0
 for store, flags in (("*bf16", {}), ("*fp16", {"TRACE": False, "CUBE": False,
                      "HAS_CHANGED": False, "HAS_A0": False}), ("*fp32", {"SUBTRACT": False})):

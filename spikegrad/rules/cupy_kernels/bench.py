@@ -21,8 +21,7 @@ from collections.abc import Callable
 
 import torch
 
-from spikegrad.rules import bpsta, multistrength, na, reset_term, surrogate
-from spikegrad.rules.cupy_kernels import dispatch, functions, kernels
+from spikegrad.rules import bpsta, dispatch, multistrength, na, reset_term, surrogate
 
 __all__ = ["main", "cases"]
 
@@ -42,21 +41,21 @@ def _loop(step: Callable[..., tuple[torch.Tensor, torch.Tensor]], cfg: object) -
 def cases() -> dict[str, tuple[Fn, Fn]]:
     """``rule -> (torch reference, fused kernels)``, both ``(x, v0) -> outputs``."""
     sig = surrogate.Sigmoid(0.3, inclusive=True)
-    rt = kernels.reset_term_spec(0.8, 1.0, sig, "zero", 1.0, None)
+    rt = reset_term.cupy.spec(0.8, 1.0, sig, "zero", 1.0, None)
     na_cfg = na.NA(beta=0.8, tau_s=2.0, implementation="torch")
     ht_cfg, ms_cfg = bpsta.HTDGLIF(), multistrength.MultiStrength(max_strength=4)
     return {
         "reset_term": (
             lambda x, v: reset_term.SequenceFunction.apply(x, v, 0.8, 1.0, sig, "zero", 1.0)[:2],
-            lambda x, v: functions.reset_term_sequence(x, v, None, rt)),
+            lambda x, v: reset_term.cupy.sequence(x, v, None, rt)),
         "na": (lambda x, v: na.NAFunction.apply(x, na_cfg, None, v, v),
-               lambda x, v: functions.na_sequence(x, kernels.na_spec(na_cfg), None, v, v)),
+               lambda x, v: na.cupy.sequence(x, na.cupy.spec(na_cfg), None, v, v)),
         "bpsta": (_loop(lambda x, v, c: bpsta.step_v(x, v, c)[::2], ht_cfg),
-                  lambda x, v: functions.bpsta_sequence(x, v, kernels.bpsta_spec(ht_cfg))),
+                  lambda x, v: bpsta.cupy.sequence(x, v, bpsta.cupy.spec(ht_cfg))),
         "multistrength": (
             _loop(multistrength.step, ms_cfg),
-            lambda x, v: functions.multistrength_sequence(
-                x, v, kernels.multistrength_spec(ms_cfg))),
+            lambda x, v: multistrength.cupy.sequence(
+                x, v, multistrength.cupy.spec(ms_cfg))),
     }
 
 

@@ -15,7 +15,8 @@ from typing import Any
 
 import torch
 
-from spikegrad.rules.cupy_kernels import dispatch, host
+from spikegrad.rules import dispatch
+from spikegrad.rules.cupy_kernels import host
 from spikegrad.rules.cupy_kernels.source import KernelSpec
 
 __all__ = ["BLOCK", "NVRTC_OPTIONS", "run"]

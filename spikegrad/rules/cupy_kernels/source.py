@@ -22,9 +22,9 @@ import functools
 import hashlib
 from dataclasses import dataclass
 
-from spikegrad.rules.cupy_kernels.ctext import PRELUDE
+from spikegrad.rules.cupy_kernels.ctext import PRELUDE, c_float
 
-__all__ = ["Param", "KernelSpec", "DTYPES", "DIRECTIONS"]
+__all__ = ["Param", "KernelSpec", "DTYPES", "DIRECTIONS", "bool_const", "constants", "param_list"]
 
 DTYPES = ("f32", "f16")
 DIRECTIONS = ("forward", "backward")
@@ -128,3 +128,22 @@ class KernelSpec:
                 )
         host.append("#endif")
         return "\n\n".join(out + ["\n".join(host)]) + "\n"
+
+
+# --- helpers of the rules' spec functions (spikegrad/rules/<rule>/cupy.py)
+def bool_const(value: bool) -> tuple[str, str]:
+    return "bool", "true" if value else "false"
+
+
+def constants(**items: tuple[str, str] | float) -> tuple[tuple[str, str, str], ...]:
+    """``NAME=float`` (a float32 literal), ``NAME=(ctype, C expression)``."""
+    out = []
+    for name, value in items.items():
+        ctype, expr = value if isinstance(value, tuple) else ("float", c_float(value))
+        out.append((ctype, name, expr))
+    return tuple(out)
+
+
+def param_list(spec: str) -> tuple[Param, ...]:
+    """``"name:kind"`` (``[T, N]``) or ``"name:kind:N"`` (one value per neuron) items."""
+    return tuple(Param(*item.split(":")) for item in spec.split())

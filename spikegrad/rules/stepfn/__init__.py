@@ -28,6 +28,8 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_float_tensor
+from spikegrad.rules import dispatch
+from spikegrad.rules.stepfn import cuda_gen, triton_gen
 from spikegrad.rules.stepfn.contract import StepRule, check_rule, reference_sequence
 from spikegrad.rules.stepfn.graph import UnsupportedOperation, trace
 
@@ -58,9 +60,6 @@ def choice(rule: StepRule, x: torch.Tensor, implementation: str = "auto") -> tup
     if implementation == "torch":
         return "torch", None
     if implementation == "cupy":  # the generated CUDA C through CuPy: CUDA tensors only
-        from spikegrad.rules import dispatch
-        from spikegrad.rules.stepfn import cuda_gen
-
         try:
             cuda_gen.kernel_spec(rule)
             problem = (None if x.device.type == "cuda" and x.dtype in (torch.float32,
@@ -111,11 +110,7 @@ def sequence(rule: StepRule, x: torch.Tensor, state: tuple[torch.Tensor, ...] | 
     if which == "torch" or x.shape[0] == 0:
         return reference_sequence(rule, x, state)
     if which == "cupy":
-        from spikegrad.rules.stepfn import cuda_gen
-
         return cuda_gen.sequence(rule, x, rule.initial_state(x[0]) if state is None else state)
-    from spikegrad.rules.stepfn import triton_gen
-
     if state is None:
         state = rule.initial_state(x[0])
     T = x.shape[0]

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from spikegrad.rules.cupy_kernels.ctext import c_float
+from spikegrad.rules.cupy_kernels.launch import run
 from spikegrad.rules.cupy_kernels.source import KernelSpec, Param
 from spikegrad.rules.stepfn.emit import c_lines, input_names
 from spikegrad.rules.stepfn.graph import trace
@@ -26,8 +28,6 @@ __all__ = ["kernel_spec", "sequence"]
 
 
 def _value(v: Any, names: dict[str, str]) -> str:
-    from spikegrad.rules.cupy_kernels.ctext import c_float
-
     return names[v] if isinstance(v, str) else c_float(float(v))
 
 
@@ -87,8 +87,6 @@ class _Sequence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx: Any, rule: Any, x: torch.Tensor, *state0: torch.Tensor) -> Any:
-        from spikegrad.rules.cupy_kernels.launch import run
-
         spec = kernel_spec(rule)
         T, N = x.shape
         k = len(state0)
@@ -106,8 +104,6 @@ class _Sequence(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, g_out: torch.Tensor | None, *g_final: torch.Tensor | None) -> Any:
-        from spikegrad.rules.cupy_kernels.launch import run
-
         x, *saved = ctx.saved_tensors
         T, N = x.shape
         f32 = dict(dtype=torch.float32, device=x.device)

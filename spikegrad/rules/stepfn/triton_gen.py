@@ -32,6 +32,8 @@ import torch
 
 from spikegrad.rules.stepfn.emit import input_names, triton_lines
 from spikegrad.rules.stepfn.graph import Traced, trace
+from spikegrad.rules.traffic import F32 as F32_BYTES
+from spikegrad.rules.traffic import Traffic
 
 __all__ = ["BLOCK", "Operators", "operators", "kernel_source", "cache_dir", "traffic"]
 
@@ -67,7 +69,7 @@ def kernel_source(traced: Traced, recip: bool) -> str:
     head = [
         f"# spikegrad: kernels generated from {rule.name}.step for {rule!r}",
         "import triton", "import triton.language as tl",
-        "from spikegrad.rules.triton_kernels.kernels_lif import lanes, load, store", "", "",
+        "from spikegrad.rules.triton_kernels.lib import lanes, load, store", "", "",
         "@triton.jit",
         "def fwd(x_ptr, " + "".join(f"s0_{j}, " for j in range(k)) + "out_ptr, "
         + "".join(f"sT_{j}, " for j in range(k)) + "".join(f"sav_{j}, " for j in range(k))
@@ -221,15 +223,13 @@ def traffic(rule: Any, direction: str, T: int, N: int, dtype: torch.dtype = torc
     ``save``, each step's float32 state. Backward: loads ``x``, the saved states, the output's
     and the final states' gradients, stores the input's and the initial states' gradients.
     """
-    from spikegrad.rules.traffic import F32, Traffic
-
     k, s, TN = len(rule.states), torch.empty((), dtype=dtype).element_size(), T * N
     if direction == "forward":
-        loads = TN * s + k * N * F32
-        stores = TN * s + k * N * F32 + (k * TN * F32 if save else 0)
+        loads = TN * s + k * N * F32_BYTES
+        stores = TN * s + k * N * F32_BYTES + (k * TN * F32_BYTES if save else 0)
     elif direction == "backward":
-        loads = k * N * F32 + TN * s + k * TN * F32 + TN * s
-        stores = TN * s + k * N * F32
+        loads = k * N * F32_BYTES + TN * s + k * TN * F32_BYTES + TN * s
+        stores = TN * s + k * N * F32_BYTES
     else:
         raise ValueError(f"direction must be 'forward' or 'backward', got {direction!r}")
     return Traffic(loads, stores, loads + stores)

@@ -46,6 +46,11 @@ from typing import Any
 
 import torch
 
+from spikegrad.rules import bpsta, multistrength, na, surrogate
+from spikegrad.rules.reset_term.spec import reset_term_spec
+from spikegrad.rules.triton_kernels import modules as kernel_modules
+from spikegrad.rules.triton_kernels import rules_with_kernels
+
 __all__ = ["ptx", "graphs", "cubin", "variants", "expected_count", "main"]
 
 #: pointer arguments that are float32 whatever the storage type
@@ -53,16 +58,14 @@ _F32_PTRS = {"u_ptr", "h_ptr", "u0_ptr", "U_ptr", "A_ptr", "E_ptr", "g_u_ptr"}
 
 
 def _variants() -> list[tuple[Any, list[dict[str, Any]]]]:
-    from spikegrad.rules.triton_kernels import kernels_lif as K
-    from spikegrad.rules.triton_kernels import kernels_na as KN
-
-    return [(K.reset_term_fwd, [{}, {"SUBTRACT": False, "TRACE": False}]),
-            (K.reset_term_bwd, [{"SURROGATE": 0}, {"SURROGATE": 1, "SUBTRACT": False}]),
-            (K.bpsta_fwd, [{}, {"PAPER": False}]), (K.bpsta_bwd, [{}, {"PAPER": False}]),
-            (K.multistrength_fwd, [{}, {"CAPPED": False, "RECIP": False}]),
-            (K.multistrength_bwd, [{}, {"DETACH": False, "RECIP": False}]),
-            (KN.na_fwd, [{}, {"TRACE": False}]),
-            (KN.na_bwd, [{}, {"TRACE": False, "CUBE": False}])]
+    k = _kernels()
+    return [(k["reset_term_fwd"], [{}, {"SUBTRACT": False, "TRACE": False}]),
+            (k["reset_term_bwd"], [{"SURROGATE": 0}, {"SURROGATE": 1, "SUBTRACT": False}]),
+            (k["bpsta_fwd"], [{}, {"PAPER": False}]), (k["bpsta_bwd"], [{}, {"PAPER": False}]),
+            (k["multistrength_fwd"], [{}, {"CAPPED": False, "RECIP": False}]),
+            (k["multistrength_bwd"], [{}, {"DETACH": False, "RECIP": False}]),
+            (k["na_fwd"], [{}, {"TRACE": False}]),
+            (k["na_bwd"], [{}, {"TRACE": False, "CUBE": False}])]
 
 
 def _ptx_of(kernel: Any, store: str, flags: dict[str, Any], arch: int) -> str:
@@ -119,8 +122,7 @@ def graphs() -> int:
     import torch._functorch.config as functorch_config
     from torch._dynamo.backends.common import aot_autograd
 
-    from spikegrad.rules import bpsta, multistrength, na, surrogate
-    from spikegrad.rules import triton_kernels as tk
+    tk = modules()
 
     functorch_config.force_non_lazy_backward_lowering = True
     kept: list[str] = []
@@ -130,12 +132,12 @@ def graphs() -> int:
         return gm
 
     backend = aot_autograd(fw_compiler=keep, bw_compiler=keep)
-    spec = tk.reset_term_spec(0.75, 1.0, surrogate.ATan(), "zero", 1.0, 2.0)
+    spec = reset_term_spec(0.75, 1.0, surrogate.ATan(), "zero", 1.0, 2.0)
     calls: list[tuple[str, Callable[..., Any]]] = [
-        ("reset_term", lambda c, v: tk.reset_term_sequence(c, v, None, spec)),
-        ("na", lambda c, v: tk.na_sequence(c, na.NA(tau_s=2.0), None, v, None)),
-        ("bpsta", lambda c, v: tk.bpsta_sequence(c, v, bpsta.HTDGLIF())),
-        ("multistrength", lambda c, v: tk.multistrength_sequence(
+        ("reset_term", lambda c, v: tk["reset_term.triton"].sequence(c, v, None, spec)),
+        ("na", lambda c, v: tk["na.triton"].sequence(c, na.NA(tau_s=2.0), None, v, None)),
+        ("bpsta", lambda c, v: tk["bpsta.triton"].sequence(c, v, bpsta.HTDGLIF())),
+        ("multistrength", lambda c, v: tk["multistrength.triton"].sequence(
             c, v, multistrength.MultiStrength(max_strength=2)))]
     ok = 0
     for name, fn in calls:
@@ -155,7 +157,7 @@ def graphs() -> int:
 
 
 # --- cubins for real GPUs ----------------------------------------------------------------------
-#: the launch configuration of :mod:`.ops` and :mod:`.replay` on CUDA: 4 warps, no FP fusion
+#: the launch configuration of :func:`.lib.launch` and NA's replay on CUDA: 4 warps, no FP fusion
 #: (checked against their source by :func:`choice_problems`); ``BLOCK`` is theirs
 #: (:func:`launched_block`)
 NUM_WARPS = 4
@@ -170,12 +172,12 @@ DTYPES = (("*fp32", "fp32"), ("*fp16", "fp16"), ("*bf16", "bf16"))
 _B = (False, True)
 
 #: The values the operators can pass to each kernel's ``tl.constexpr`` flags on a GPU (``BLOCK``
-#: aside); :func:`launch_flags` reads the launch calls of ``ops.py``/``replay.py`` and
+#: aside); :func:`launch_flags` reads the launch calls of the rules' ``triton*.py`` and
 #: :func:`choice_problems` checks this table against them (every keyword listed, ``x.is_cuda``
 #: only ``True``, a literal only itself, anything else at least two values).
 #: every kernel's ``tl.constexpr`` flags and the values the launches can pass
 CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
-    # functions.reset_term_sequence: spec.mechanism, spec.surrogate.inclusive, spec.tau_s
+    # reset_term.triton.sequence: spec.mechanism, spec.surrogate.inclusive, spec.tau_s
     "reset_term_fwd": {"SUBTRACT": _B, "INCLUSIVE": _B, "TRACE": _B},
     # SURROGATE: spec.SIGMOID (0) or spec.ATAN (1). HAS_G_*: either upstream gradient may be
     # None (set_materialize_grads(False)), and the operator takes None for both, so all four
@@ -195,10 +197,10 @@ CHOICES: dict[str, dict[str, tuple[Any, ...]]] = {
     "na_fwd": {"TRACE": _B, "SUBTRACT": _B},
     # CUBE: distance "inverse_cube"; ACCUMULATED: error "accumulated" (NA accepts it without
     # tau_s: the kernel then ignores it, but it is its own build). HAS_G_U: False from
-    # functions._NARescaled (it adds the u gradient outside), either from the registered autograd.
+    # na.triton._NARescaled (it adds the u gradient outside), either from the registered autograd.
     "na_bwd": {"TRACE": _B, "SUBTRACT": _B, "CUBE": _B, "ACCUMULATED": _B, "HAS_G": _B,
                "HAS_G_U": _B},
-    # replay.na_replay: tau_s, reset, distance, a_init given, changed given
+    # na.triton_replay.na_replay: tau_s, reset, distance, a_init given, changed given
     "na_replay_kernel": {"TRACE": _B, "SUBTRACT": _B, "CUBE": _B, "HAS_A0": _B,
                          "HAS_CHANGED": _B},
 }
@@ -270,24 +272,24 @@ class Record:
 
 
 def launch_flags() -> dict[str, dict[str, str]]:
-    """The ``tl.constexpr`` keywords of every kernel launch in ``ops.py`` and ``replay.py``
+    """The ``tl.constexpr`` keywords of every kernel launch in the rules' ``triton*.py`` files
     (``BLOCK`` aside), as their source text, read from the files' syntax trees."""
     found: dict[str, dict[str, str]] = {}
-    for module in ("ops", "replay"):
-        tree = ast.parse(Path(__file__).with_name(f"{module}.py").read_text())
+    for path in kernel_files():
+        tree = ast.parse(path.read_text())
         for node in ast.walk(tree):
             if not isinstance(node, ast.Call):
                 continue
             target: ast.expr | None = None
-            if isinstance(node.func, ast.Name) and node.func.id == "_launch" and node.args:
-                target = node.args[0]  # _launch(kernel, x, *args, **flags)
+            if isinstance(node.func, ast.Name) and node.func.id == "launch" and node.args:
+                target = node.args[0]  # launch(kernel, x, *args, **flags)
             elif (isinstance(node.func, ast.Subscript) and isinstance(node.func.value, ast.Call)
                   and getattr(node.func.value.func, "id", None) == "wrap_triton"):
                 target = node.func.value.args[0]  # wrap_triton(kernel)[grid](*args, **flags)
             if target is None:
                 continue
             name = target.attr if isinstance(target, ast.Attribute) else getattr(target, "id", "")
-            if name == "kernel":  # _launch's own body
+            if name == "kernel":  # launch's own body
                 continue
             found[name] = {k.arg: ast.unparse(k.value) for k in node.keywords
                            if k.arg is not None and k.arg != "BLOCK"}
@@ -299,15 +301,17 @@ def choice_problems(kernels: dict[str, Any] | None = None) -> list[str]:
     kernels' own ``tl.constexpr`` parameters; empty when they agree."""
     launches = launch_flags()
     problems = []
-    for module in ("ops", "replay"):
-        text = Path(__file__).with_name(f"{module}.py").read_text()
+    for path in (Path(__file__).with_name("lib.py"), *kernel_files()):
+        text = path.read_text()
+        if "wrap_triton(" not in text.replace("import wrap_triton", ""):
+            continue  # launches through lib.launch
         options = re.findall(r"dict\(num_warps=(\d+), enable_fp_fusion=(\w+)\)", text)
         if options != [(str(NUM_WARPS), "False")]:
-            problems.append(f"{module}.py: CUDA launch options {options}, the check builds "
+            problems.append(f"{path.name}: CUDA launch options {options}, the check builds "
                             f"num_warps={NUM_WARPS}, enable_fp_fusion=False")
-    problems += [f"{k}: launched by ops.py/replay.py but missing from check.CHOICES"
+    problems += [f"{k}: launched by a rule's triton*.py but missing from check.CHOICES"
                 for k in launches if k not in CHOICES]
-    problems += [f"{k}: in check.CHOICES but not launched by ops.py/replay.py"
+    problems += [f"{k}: in check.CHOICES but not launched by any rule's triton*.py"
                  for k in CHOICES if k not in launches]
     for name, passed in launches.items():
         choices = CHOICES.get(name)
@@ -342,21 +346,35 @@ def choice_problems(kernels: dict[str, Any] | None = None) -> list[str]:
 
 
 def launched_block(kernel: str) -> int:
-    """The ``BLOCK`` the operators launch ``kernel`` with (``replay.BLOCK`` or ``ops.BLOCK``)."""
-    from spikegrad.rules.triton_kernels import ops, replay
-
-    return int(replay.BLOCK if kernel == "na_replay_kernel" else ops.BLOCK)
+    """The ``BLOCK`` the operators launch ``kernel`` with (the replay's own ``BLOCK`` or
+    :data:`.lib.BLOCK`)."""
+    found = modules()
+    source = found["na.triton_replay"] if kernel == "na_replay_kernel" else found["lib"]
+    return int(source.BLOCK)
 
 
 def _kernels() -> dict[str, Any]:
-    from spikegrad.rules.triton_kernels import kernels_lif, kernels_na, replay
-
+    """Every kernel named in :data:`CHOICES`, from the rules' ``triton*`` modules."""
     found = {}
-    for name in CHOICES:
-        for module in (kernels_lif, kernels_na, replay):
+    for module in modules().values():
+        for name in CHOICES:
             if hasattr(module, name):
                 found[name] = getattr(module, name)
     return found
+
+
+def kernel_files() -> list[Path]:
+    """The rules' ``triton*.py`` files (where the kernels are launched)."""
+    rules = Path(__file__).resolve().parent.parent
+    return [rules / rule / f"{name}.py" for rule in rules_with_kernels()
+            for name in sorted(p.stem for p in (rules / rule).glob("triton*.py"))]
+
+
+def modules() -> dict[str, Any]:
+    """:func:`spikegrad.rules.triton_kernels.modules` and :mod:`.lib` (as ``"lib"``)."""
+    from spikegrad.rules.triton_kernels import lib  # imports Triton
+
+    return {**kernel_modules(), "lib": lib}
 
 
 def variants(only: Sequence[str] | None = None) -> list[Variant]:
@@ -632,7 +650,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--arch", type=int, nargs="+", default=list(ARCHS),
                         help="compute capabilities (default: 80 90)")
     parser.add_argument("--block", type=int, default=None,
-                        help="BLOCK to compile with (default: as launched, ops.BLOCK)")
+                        help="BLOCK to compile with (default: as launched, lib.BLOCK)")
     parser.add_argument("--only", nargs="+", choices=sorted(CHOICES), metavar="KERNEL",
                         help="compile only these kernels")
     parser.add_argument("--jobs", type=int, default=None, help="worker processes")

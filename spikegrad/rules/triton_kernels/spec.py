@@ -1,7 +1,5 @@
-"""What the Triton kernels need from a rule, without importing Triton.
+"""What the Triton kernels need to know before Triton is imported.
 
-* :class:`ResetTermSpec` (and :func:`reset_term_spec`, the CuPy ``kernels.reset_term_spec``
-  signature): the reset-term rule has no configuration object of its own;
 * :func:`available`: whether the kernels can run for a device and dtype, and if not, why;
 * float32 constants exactly as torch rounds a Python scalar (:func:`f32`, :func:`f32_div`).
 """
@@ -10,19 +8,13 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import math
 import os
 import struct
 import sys
-from dataclasses import dataclass
 
 import torch
 
-from spikegrad._checks import check_choice, check_number
-from spikegrad.rules.reset_term import MECHANISMS
-from spikegrad.rules.surrogate import ATan, Sigmoid, Surrogate
-
-__all__ = ["DTYPES", "ResetTermSpec", "reset_term_spec", "available", "device_problem",
+__all__ = ["DTYPES", "SIGMOID", "ATAN", "available", "device_problem",
            "interpreting", "triton_problem", "f32", "f32_div"]
 
 #: storage dtypes of the kernels (arithmetic is float32 for all of them)
@@ -42,56 +34,6 @@ def f32_div(a: float, b: float) -> float:
                                                                            dtype=torch.float32))
 
 
-@dataclass(frozen=True)
-class ResetTermSpec:
-    """The reset-term rule's parameters for the fused kernels (validated once).
-
-    Args:
-        beta: leak ``β`` of ``u[t] = β v[t-1] + c[t]``.
-        threshold: ``ϑ``.
-        surrogate: a spikegrad :class:`~spikegrad.rules.surrogate.Sigmoid` or
-            :class:`~spikegrad.rules.surrogate.ATan` (``spiking=True``); its ``inclusive`` flag
-            is the spike convention (``u >= ϑ`` when set, else ``u > ϑ``).
-        mechanism: ``"zero"`` or ``"subtract"``.
-        reset_grad_scale: ``k`` of :mod:`spikegrad.rules.reset_term` (0 detaches the reset).
-        tau_s: the trace time constant (the output is the trace ``a``), or ``None`` (spikes).
-    """
-
-    beta: float
-    threshold: float
-    surrogate: Surrogate
-    mechanism: str = "zero"
-    reset_grad_scale: float = 1.0
-    tau_s: float | None = None
-
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__
-        set_(self, "beta", check_number("beta", self.beta))
-        set_(self, "threshold", check_number("threshold", self.threshold))
-        set_(self, "reset_grad_scale", check_number("reset_grad_scale", self.reset_grad_scale))
-        check_choice("mechanism", self.mechanism, MECHANISMS)
-        if self.tau_s is not None:
-            set_(self, "tau_s", check_number("tau_s", self.tau_s, low=1.0))
-        if type(self.surrogate) not in (Sigmoid, ATan) or not self.surrogate.spiking:
-            raise ValueError(
-                f"the Triton kernels know spikegrad's Sigmoid and ATan surrogates "
-                f"(spiking=True), got {self.surrogate!r}; use the torch reference for others"
-            )
-
-    @property
-    def surrogate_args(self) -> tuple[int, float, float]:
-        """``(kind, a, b)``: Sigmoid ``(T, 1/T)``; ATan ``(α/2, πα/2)`` (float32 values)."""
-        s = self.surrogate
-        if isinstance(s, Sigmoid):
-            return SIGMOID, f32(s.temperature), f32_div(1.0, s.temperature)
-        return ATAN, f32(s.alpha / 2), f32(math.pi / 2 * s.alpha)
-
-
-def reset_term_spec(beta: float, threshold: float, surrogate: Surrogate, mechanism: str,
-                    reset_grad_scale: float, tau_s: float | None) -> ResetTermSpec:
-    """A :class:`ResetTermSpec` (the signature of the CuPy ``kernels.reset_term_spec``)."""
-    return ResetTermSpec(beta, threshold, surrogate, mechanism, reset_grad_scale, tau_s)
-
 
 def interpreting() -> bool:
     """Whether Triton runs kernels in its CPU interpreter (``TRITON_INTERPRET=1``).
@@ -99,7 +41,7 @@ def interpreting() -> bool:
     Decided when the kernels are defined (the first call of an entry point imports them): the
     variable must be set before that.
     """
-    kernels = sys.modules.get("spikegrad.rules.triton_kernels.kernels_lif")
+    kernels = sys.modules.get("spikegrad.rules.triton_kernels.lib")
     if kernels is not None:
         return bool(kernels.INTERPRETED)
     return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "true", "on", "yes")

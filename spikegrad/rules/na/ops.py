@@ -9,12 +9,12 @@ Two implementations, one schema each, picked by :mod:`spikegrad.rules.dispatch`:
 * ``spikegrad::na_replay`` / ``spikegrad::na_replay_cpp``: ``δ`` of the first ``neighbors``
   steps of a window or of its suffix (the backward pass, whole-window or per step); on CUDA
   tensors ``spikegrad::na_replay`` runs the Triton replay kernel
-  (:mod:`spikegrad.rules.triton_kernels.replay`) where
+  (:mod:`spikegrad.rules.na.triton_replay`) where
   :func:`spikegrad.rules.dispatch.replay_choice` says it can.
 
-The reference operators run :mod:`spikegrad.rules.na`'s torch code; the compiled ones are
+The reference operators run :mod:`spikegrad.rules.na.reference`'s torch code; the compiled ones are
 defined with ``TORCH_LIBRARY`` in ``csrc/na_cpu.cpp`` and exist once
-:func:`spikegrad.rules.na_cpu.load` has built it (which calls :func:`register_cpp` here for
+:func:`spikegrad.rules.na.cpu.load` has built it (which calls :func:`register_cpp` here for
 their fake implementations and autograd). Hyperparameters are the fields of
 :class:`spikegrad.rules.na.NA` as plain arguments: ``beta``, ``threshold``, ``tau_s`` (``None``:
 the output is the spike train), ``reset``, ``distance``, ``clamp``, ``error``. Tensors are
@@ -27,7 +27,8 @@ from typing import Any
 
 import torch
 
-from spikegrad.rules import _oplib
+from spikegrad.rules import _oplib, dispatch
+from spikegrad.rules.na import reference as na
 
 __all__ = ["BODIES", "FORWARD_SCHEMA", "STEP_SCHEMA", "REPLAY_SCHEMA", "errors", "register_cpp"]
 
@@ -48,8 +49,6 @@ REPLAY_SCHEMA = (f"(Tensor c, Tensor u, Tensor a, Tensor e, Tensor? a_init, Tens
 def _cfg(beta: float, threshold: float, tau_s: float | None, reset: str,
          distance: str = "inverse_cube", clamp: float = 5.0, error: str = "accumulated") -> Any:
     """The :class:`~spikegrad.rules.na.NA` of the operator arguments (validated)."""
-    from spikegrad.rules import na
-
     return na.NA(beta=beta, threshold=threshold, tau_s=tau_s, distance=distance, clamp=clamp,
                  error=error, reset=reset, implementation="torch")
 
@@ -60,8 +59,6 @@ def na_forward(c: torch.Tensor, a_init: torch.Tensor | None, u_init: torch.Tenso
                beta: float, threshold: float, tau_s: float | None, reset: str, distance: str,
                clamp: float, error: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The window from rest (or from ``u_init``/``a_init``): ``(u, a)``, torch reference."""
-    from spikegrad.rules import na
-
     cfg = _cfg(beta, threshold, tau_s, reset, distance, clamp, error)
     _, u, a = na.reference_forward(c, cfg, a_init=a_init, u_init=u_init)
     return u.contiguous(), a.contiguous()
@@ -72,8 +69,6 @@ def na_step(c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor, beta: f
             threshold: float, tau_s: float | None, reset: str
             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One step: ``(s, u, a)``, torch reference."""
-    from spikegrad.rules import na
-
     s, u, a = na.reference_step(c, u_prev, a_prev, _cfg(beta, threshold, tau_s, reset))
     return s, u, (a.clone() if a is s else a)  # outputs never alias each other
 
@@ -85,15 +80,13 @@ def na_replay(c: torch.Tensor, u: torch.Tensor, a: torch.Tensor, e: torch.Tensor
               clamp: float) -> torch.Tensor:
     """``δ[k] = ΔL[k] w(u[k])`` for ``k < neighbors``: the torch reference, or on CUDA tensors
     the Triton replay kernel where it can run (:func:`spikegrad.rules.dispatch.replay_choice`)."""
-    from spikegrad.rules import dispatch, na
-
     flags = (tau_s is not None, reset == "subtract", distance == "inverse_cube",
              a_init is not None, changed is not None)
     if dispatch.replay_implementation(c, flags) == "triton":
-        from spikegrad.rules.triton_kernels import replay
+        from spikegrad.rules.na import triton_replay  # imports Triton: on first use
 
-        return replay.na_replay(c, u, a, e, a_init, changed, neighbors, beta, threshold, tau_s,
-                                reset, distance, clamp)
+        return triton_replay.na_replay(c, u, a, e, a_init, changed, neighbors, beta, threshold,
+                                       tau_s, reset, distance, clamp)
     cfg = _cfg(beta, threshold, tau_s, reset, distance, clamp)
     return na.reference_deltas(c, u, a, e, cfg, a_init=a_init, neighbors=neighbors,
                                changed=changed).contiguous()
@@ -185,7 +178,7 @@ _CPP: dict[str, bool] = {"registered": False}
 
 def register_cpp() -> None:
     """Fake implementations and autograd of the compiled operators (after their library is
-    loaded by :func:`spikegrad.rules.na_cpu.load`; idempotent)."""
+    loaded by :func:`spikegrad.rules.na.cpu.load`; idempotent)."""
     if _CPP["registered"]:
         return
     _register("_cpp")

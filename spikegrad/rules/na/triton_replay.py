@@ -36,8 +36,8 @@ import triton
 import triton.language as tl
 from torch.library import triton_op, wrap_triton
 
-from spikegrad.rules.triton_kernels.kernels_lif import lanes, load, store
-from spikegrad.rules.triton_kernels.kernels_na import _after_reset, _trace
+from spikegrad.rules.na.triton import after_reset, trace
+from spikegrad.rules.triton_kernels.lib import lanes, load, store
 from spikegrad.rules.triton_kernels.spec import device_problem, f32
 
 __all__ = ["BLOCK", "na_replay_kernel", "na_replay_op", "na_replay"]
@@ -63,7 +63,7 @@ def na_replay_kernel(c_ptr, u_ptr, a_ptr, e_ptr, a0_ptr, ch_ptr, delta_ptr, L, M
         uk = load(u_ptr + kk, mask)
         a_orig = load(a_ptr + kk, mask)
         sk = tl.where(uk > theta, 1.0, 0.0)
-        ak = _trace(a_prev, 1.0 - sk, ls, gain, TRACE)
+        ak = trace(a_prev, 1.0 - sk, ls, gain, TRACE)
         vk = theta * sk  # removed spike: parked at exactly ϑ; added spike: reset to 0
         dl = load(e_ptr + kk, mask) * (ak - a_orig)
         kt = kk + M
@@ -73,8 +73,8 @@ def na_replay_kernel(c_ptr, u_ptr, a_ptr, e_ptr, a0_ptr, ch_ptr, delta_ptr, L, M
                 ch = tl.load(ch_ptr + kt, mask=mask, other=0)
                 ut = tl.where(ch != 0, load(u_ptr + kt, mask), ut)
             f = ut > theta
-            vk = _after_reset(ut, f, theta, SUBTRACT)
-            ak = _trace(ak, tl.where(f, 1.0, 0.0), ls, gain, TRACE)
+            vk = after_reset(ut, f, theta, SUBTRACT)
+            ak = trace(ak, tl.where(f, 1.0, 0.0), ls, gain, TRACE)
             dl += load(e_ptr + kt, mask) * (ak - load(a_ptr + kt, mask))
             kt += M
         # distance weight, clamped (u == ϑ exactly: 1 / +0 = +inf, so +clamp)

@@ -2,13 +2,13 @@
 
 Loading the extension registers ``torch.ops.spikegrad.na_forward_cpp``, ``na_step_cpp`` and
 ``na_replay_cpp`` (the kernels are their CPU dispatcher kernels, defined with ``TORCH_LIBRARY``
-in the C++ file; :mod:`spikegrad.rules.ops_na` adds their fake implementations and the
+in the C++ file; :mod:`spikegrad.rules.na.ops` adds their fake implementations and the
 autograd of the forward operator). The kernel computes exactly
 :func:`spikegrad.rules.na.forward` / :func:`~spikegrad.rules.na.backward` (equations there),
 one neuron per loop iteration with every neighbor replayed in registers, parallel over
 neurons, stopping a replay as soon as it merges with the original trajectory. It is built
 with torch's C++ extension machinery the first time it is needed (a C++ compiler and
-``ninja`` are required; ``python -m spikegrad.rules.na_cpu`` builds it ahead
+``ninja`` are required; ``python -m spikegrad.rules.na`` builds it ahead
 of time, as the README's install command and CI do, and ``--require`` makes a failed build an
 error).
 
@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from spikegrad.rules import dispatch
+from spikegrad.rules.na import ops
 
 _SOURCE = Path(__file__).with_name("csrc") / "na_cpu.cpp"
 _LOCK = threading.Lock()
@@ -150,9 +151,7 @@ def _build(verbose: bool) -> None:
         # the compiler turn the branch-free selects into SIMD
         _STATE["module"], _STATE["built"] = build_library(
             f"spikegrad_na_ops_{isa}", _SOURCE, [*_CFLAGS, *_ISA_FLAGS[isa]], verbose=verbose)
-        from spikegrad.rules import ops_na
-
-        ops_na.register_cpp()
+        ops.register_cpp()
     except Exception as exc:  # noqa: BLE001 - any build failure means: use the reference
         _STATE["module"] = None
         lines = str(exc).strip().splitlines() or [""]
@@ -183,16 +182,19 @@ def status() -> str:
     if _STATE["module"] is not None:
         return "available"
     return (f"the C++ kernel could not be built ({_STATE['error']}); install a C++ compiler "
-            f"and `pip install ninja`, then run `{sys.executable} -m spikegrad.rules.na_cpu`")
+            f"and `pip install ninja`, then run `{sys.executable} -m spikegrad.rules.na`")
+
+
+dispatch.register_compiled("na", status)
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m spikegrad.rules.na_cpu [--require] [--verbose]``: build the kernel now."""
+    """``python -m spikegrad.rules.na [--require] [--verbose]``: build the kernel now."""
     import argparse
     import time
 
     p = argparse.ArgumentParser(
-        prog="python -m spikegrad.rules.na_cpu",
+        prog="python -m spikegrad.rules.na",
         description="Build NA's compiled CPU kernel now (once; torch caches it), so that the "
         "first NA call does not wait for the compiler, and say whether it is available. "
         "Without it NA runs its torch reference (same values, slower).")
@@ -208,6 +210,3 @@ def main(argv: list[str] | None = None) -> int:
     # without --require a failed build is reported, not fatal: NA then runs its torch reference
     return 1 if args.require and _STATE["module"] is None else 0
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

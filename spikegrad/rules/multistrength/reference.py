@@ -1,30 +1,7 @@
-r"""Multi-strength (integer-valued) spikes: integrate-and-fire emitting ``floor(h / τ)``.
-
-Chen, Ma, Xie, Guo, Li & Wang, "Fast and Efficient Deep Sparse Multi-Strength Spiking Neural
-Networks with Dynamic Pruning", IJCNN 2018 (quoted in seed 002). The seed's reset index
-``θ_{t-1}`` would emit the same charge twice; the same-step index is used:
-
-.. math::
-
-    h[t] = \beta\, v[t-1] + z[t], \qquad
-    \theta[t] = \min\!\Bigl(\Bigl\lfloor \frac{\max(h[t], 0)}{\tau} \Bigr\rfloor,\; D\Bigr),
-    \qquad v[t] = h[t] - \tau\,\theta[t]
-
-(``β = 1`` is the paper's IF neuron; without a cap ``D`` the ``min`` is dropped). Consequences:
-``0 <= v < τ`` after a step with ``0 <= h < τ (D + 1)``; negative potentials are kept; charge is
-conserved, ``Σ_t τ θ[t] + v[T-1] = Σ_t z[t]`` for ``β = 1``.
-
-Direct training uses a rectangular straight-through estimator for the floor,
-
-.. math::
-
-    \frac{\partial \theta}{\partial h} = \frac{1}{\tau}\,
-    \mathbf{1}\bigl[0 \le h < \tau (D + 1)\bigr] \quad (\mathbf{1}[h \ge 0] \text{ without a
-    cap}),
-
-and by default the reset detaches ``θ`` (so ``∂v/∂h = 1``); with ``detach_reset=False`` the
-gradient also flows through ``-τθ``.
-"""
+"""The multi-strength rule's reference: the math in plain torch, the specification its operators
+(:mod:`spikegrad.rules.multistrength.ops`) and fused kernels
+(:mod:`spikegrad.rules.multistrength.triton`, :mod:`spikegrad.rules.multistrength.cupy`) are
+checked against. The equations: :mod:`spikegrad.rules.multistrength`."""
 
 from __future__ import annotations
 
@@ -34,7 +11,8 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_float_tensor, check_number
-from spikegrad.rules import ops_lif
+from spikegrad.rules import _oplib
+from spikegrad.rules.multistrength import ops
 
 __all__ = ["MultiStrength", "strength", "step", "operator_step", "reference_step",
            "forward"]
@@ -101,7 +79,7 @@ def step(
     """One step from the previous remainder ``v[t-1]`` (zeros at a window's start).
 
     :func:`operator_step` while ``torch.compile`` traces, :func:`reference_step` eagerly
-    (:func:`spikegrad.rules.ops_lif.step_path`).
+    (:func:`spikegrad.rules._oplib.step_path`).
 
     Returns:
         ``(θ[t], v[t])``: strength and remainder after subtraction.
@@ -109,7 +87,7 @@ def step(
     Shape:
         z, and the state: any shapes that broadcast; outputs: the broadcast shape.
     """
-    return ops_lif.step_path(operator_step, reference_step)(z, v_prev, cfg)
+    return _oplib.step_path(operator_step, reference_step)(z, v_prev, cfg)
 
 
 def operator_step(
@@ -128,7 +106,7 @@ def operator_step(
         z, v_prev: any shapes that broadcast; outputs: the broadcast shape.
     """
     check_float_tensor("z", z)
-    theta, v, _ = ops_lif.one_step(ops_lif.multistrength_sequence, z, v_prev, cfg.threshold,
+    theta, v, _ = _oplib.one_step(ops.multistrength_sequence, z, v_prev, cfg.threshold,
                                    cfg.beta, cfg.max_strength, cfg.detach_reset)
     return theta, v
 
@@ -161,6 +139,6 @@ def forward(
     """
     check_float_tensor("z", z, min_dim=1)
     v = torch.zeros_like(z[0]) if v0 is None else v0
-    theta, rem, _ = ops_lif.multistrength_sequence(z, v, cfg.threshold, cfg.beta,
+    theta, rem, _ = ops.multistrength_sequence(z, v, cfg.threshold, cfg.beta,
                                                    cfg.max_strength, cfg.detach_reset)
     return theta, rem

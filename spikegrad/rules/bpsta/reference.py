@@ -1,36 +1,7 @@
-r"""BPSA / BPTA: gradient only at spike times plus a residual across spikes (HTDGLIF node).
-
-Shen, Zhao & Zeng, "Backpropagation with biologically plausible spatiotemporal adjustment for
-training deep spiking neural networks", Patterns 3(6):100522 (2022); BrainCog's
-``HTDGLIFNode`` (Zeng et al., arXiv:2207.08533).
-
-**Paper mode** (binary spikes; decay :math:`\lambda = 0.9`, threshold :math:`\theta = 0.5`,
-residual :math:`\alpha = 0.2`), input rectified first:
-
-.. math::
-
-    h[t] = \lambda\, v[t-1] + \mathrm{relu}(x[t]), \qquad o[t] = H(h[t] - \theta)
-    \;(\text{spike iff } h \ge \theta), \qquad v[t] = h[t]\,(1 - o[t]),
-
-    \text{BPSA:}\; \frac{\partial o}{\partial h} = \frac{o}{h}, \qquad
-    \text{BPTA:}\; \frac{\partial v}{\partial h} = (1 - o) + \alpha\,\frac{o}{h}.
-
-Non-spiking neurons pass no gradient through ``o``; ``α`` never changes the forward pass.
-
-**BrainCog mode** (graded output, no leak, step ``dt``):
-
-.. math::
-
-    h[t] = v[t-1] + dt\,\mathrm{relu}(x[t]), \qquad o[t] = h[t]\,H(h[t]-\theta), \qquad
-    v[t] = dt\,\bigl[h[t](1 - H(h[t]-\theta)) + \alpha\,(o[t] - \mathrm{sg}(o[t]))\bigr]
-
-so :math:`\partial o/\partial h = H(h-\theta)` and
-:math:`\partial v/\partial h = dt\,[(1-H) + \alpha H]` (``sg`` = stop-gradient).
-
-Reference values (RULES.md §4), paper, single step: ``x = [0.2, 0.5, 0.8, 1.6, 2.5]`` gives
-``o = [0, 1, 1, 1, 1]``, ``∂o/∂x = [0, 2, 1.25, 0.625, 0.4]``,
-``∂(λv)/∂x = [0.9, 0.36, 0.225, 0.1125, 0.072]``.
-"""
+"""The BPSA/BPTA (HTDGLIF) rule's reference: the math in plain torch, the specification its
+operators (:mod:`spikegrad.rules.bpsta.ops`) and fused kernels
+(:mod:`spikegrad.rules.bpsta.triton`, :mod:`spikegrad.rules.bpsta.cupy`) are checked against.
+The equations: :mod:`spikegrad.rules.bpsta`."""
 
 from __future__ import annotations
 
@@ -41,7 +12,8 @@ import torch
 import torch.nn.functional as F
 
 from spikegrad._checks import check_choice, check_float_tensor, check_number
-from spikegrad.rules import ops_lif
+from spikegrad.rules import _oplib
+from spikegrad.rules.bpsta import ops
 
 __all__ = ["MODES", "HTDGLIF", "spike", "reset", "integrate", "step", "step_v", "operator_step",
            "reference_step", "reference_step_v", "forward"]
@@ -160,7 +132,7 @@ def step(
     """One step from the previous pre-reset potential (zeros at a window's start).
 
     :func:`operator_step` while ``torch.compile`` traces, :func:`reference_step` eagerly
-    (:func:`spikegrad.rules.ops_lif.step_path`).
+    (:func:`spikegrad.rules._oplib.step_path`).
 
     Returns:
         ``(o[t], h[t])``.
@@ -168,7 +140,7 @@ def step(
     Shape:
         x, and the state: any shapes that broadcast; outputs: the broadcast shape.
     """
-    return ops_lif.step_path(operator_step, reference_step)(x, h_prev, cfg)
+    return _oplib.step_path(operator_step, reference_step)(x, h_prev, cfg)
 
 
 def operator_step(
@@ -204,7 +176,7 @@ def reference_step(
 
 def _one_step(x: torch.Tensor, v_prev: torch.Tensor, cfg: HTDGLIF
               ) -> tuple[torch.Tensor, ...]:
-    return ops_lif.one_step(ops_lif.bpsta_sequence, x, v_prev, cfg.mode, cfg.threshold,
+    return _oplib.one_step(ops.bpsta_sequence, x, v_prev, cfg.mode, cfg.threshold,
                             cfg.decay, cfg.alpha, cfg.dt)
 
 
@@ -223,7 +195,7 @@ def forward(
     """
     check_float_tensor("x", x, min_dim=1)
     v = torch.zeros_like(x[0]) if v0 is None else v0
-    o, _, h = ops_lif.bpsta_sequence(x, v, cfg.mode, cfg.threshold, cfg.decay, cfg.alpha,
+    o, _, h = ops.bpsta_sequence(x, v, cfg.mode, cfg.threshold, cfg.decay, cfg.alpha,
                                      cfg.dt)
     return o, h
 
@@ -238,7 +210,7 @@ def step_v(
         ``(o[t], h[t], v[t])``.
     """
     check_float_tensor("x", x)
-    return ops_lif.step_path(_operator_step_v, reference_step_v)(x, v_prev, cfg)
+    return _oplib.step_path(_operator_step_v, reference_step_v)(x, v_prev, cfg)
 
 
 def _operator_step_v(x: torch.Tensor, v_prev: torch.Tensor, cfg: HTDGLIF

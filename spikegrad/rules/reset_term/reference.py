@@ -1,40 +1,7 @@
-r"""Reset-term BPTT: the gradient path through the reset that detached implementations drop.
-
-Yang, "Temporal Surrogate Back-propagation for Spiking Neural Networks", arXiv:2011.09964 (2020).
-
-Forward (leaky integrate-and-fire, reset to zero or by subtraction, pre-reset potential ``u``):
-
-.. math::
-
-    u[t] = \beta\, v[t-1] + c[t], \qquad s[t] = H(u[t] - \vartheta), \qquad
-    v[t] = \begin{cases} u[t]\,(1 - s[t]) & \text{zero} \\ u[t] - \vartheta s[t] &
-    \text{subtract} \end{cases}
-
-with :math:`\beta = 1 - 1/\tau_m` and :math:`H` the strict step (``u > ϑ``). Backward: the spike
-uses a surrogate :math:`H'` (the paper's is :class:`~spikegrad.rules.surrogate.Sigmoid` with
-temperature 0.3), and the temporal Jacobian keeps the reset term scaled by ``k`` =
-``reset_grad_scale``:
-
-.. math::
-
-    \frac{\partial u[t+1]}{\partial u[t]} = \beta\,\bigl[(1 - s[t]) - k\,u[t]\,H'(u[t]-\vartheta)
-    \bigr] \;\text{(zero)}, \qquad
-    \beta\,\bigl[1 - k\,\vartheta\,H'(u[t]-\vartheta)\bigr] \;\text{(subtract)}.
-
-``k = 1`` is the paper's rule (plain autograd through an undetached reset); ``k = 0`` is what
-detached implementations (snntorch's default ``Leaky``) compute; ``k = T`` reproduces the
-author's code, which drops the ``1/T`` factor on the reset path.
-
-Optional synaptic trace and the van Rossum loss (paper eq. 2 and 6), with the trace kernel
-:math:`\epsilon`:
-
-.. math::
-
-    a[t] = \Bigl(1 - \frac{1}{\tau_s}\Bigr) a[t-1] + \frac{s[t]}{\tau_s}, \qquad
-    L = \sum_t \sum_n \tfrac12 \bigl((\epsilon * d)[t] - (\epsilon * s)[t]\bigr)^2 .
-
-All functions are time-major (``[T, B, *]``) or single-step (``[B, *]``), pure torch, CPU/CUDA.
-"""
+"""The reset-term rule's reference: the math in plain torch, the specification its operators
+(:mod:`spikegrad.rules.reset_term.ops`) and fused kernels
+(:mod:`spikegrad.rules.reset_term.triton`, :mod:`spikegrad.rules.reset_term.cupy`) are checked
+against. The equations: :mod:`spikegrad.rules.reset_term`."""
 
 from __future__ import annotations
 
@@ -44,7 +11,7 @@ from typing import Any
 import torch
 
 from spikegrad._checks import check_choice, check_float_tensor, check_number, check_same
-from spikegrad.rules import ops_lif
+from spikegrad.rules.reset_term import ops
 from spikegrad.rules.surrogate import Surrogate
 
 __all__ = [
@@ -191,7 +158,7 @@ class SequenceFunction:
     def apply(c: torch.Tensor, v0: torch.Tensor, beta: float, threshold: float, spike_fn: Any,
               mechanism: str, reset_grad_scale: float
               ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return ops_lif.reset_term_sequence(c, v0, beta, threshold, spike_fn, mechanism,
+        return ops.reset_term_sequence(c, v0, beta, threshold, spike_fn, mechanism,
                                            reset_grad_scale)
 
 
