@@ -174,7 +174,11 @@ def sequence_probe(call: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Any
 
 def _run(family: str, spec: Any, device: torch.device, dtype: torch.dtype
          ) -> list[tuple[str, torch.Tensor]]:
-    """The registered probe of ``spec``'s kernel; the tensors to check."""
+    """The probe of ``spec``'s kernel (its own ``probe(device, dtype)`` method where it has
+    one: a user's step rule; else the registered one); the tensors to check."""
+    own = getattr(spec, "probe", None)
+    if callable(own):
+        return own(device, dtype)
     run = _RUNNERS.get((family, _key(family, spec)))
     if run is None:
         raise LookupError(f"no first-use probe is registered for the {describe(family, spec)} "

@@ -1,10 +1,9 @@
 """Memory traffic of the fused kernels: the bytes each rule's kernel loads and stores.
 
-One model for the Triton kernels (:mod:`spikegrad.rules.triton_kernels.kernels_lif`,
-:mod:`~spikegrad.rules.triton_kernels.kernels_na`, launched by
-:mod:`~spikegrad.rules.triton_kernels.ops`) and the CuPy kernels
-(:mod:`spikegrad.rules.cupy_kernels.kernels`), which touch the same elements: per rule,
-direction (``"forward"`` / ``"backward"``), storage dtype and flags, the bytes of
+One model for the hand-written Triton kernels (each rule folder's ``triton.py``, e.g.
+:mod:`spikegrad.rules.reset_term.triton`) and CuPy kernels (its ``cupy.py``), which touch the
+same elements: per rule, direction (``"forward"`` / ``"backward"``), storage dtype and flags,
+the bytes of
 
 * ``loads`` / ``stores``: every load and store the kernel issues (what a counter of the
   kernel's memory instructions sees; NA's neighbor replay re-reads ``T (T - 1) / 2`` steps per

@@ -185,7 +185,7 @@ def forward(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """The whole sequence, fused: the torch operator ``spikegrad::bpsta_forward`` (its
     registered autograd, ``spikegrad::bpsta_backward``, is the BPSA/BPTA recursion; same values
-    and gradients as repeated :func:`step_v`; see :mod:`spikegrad.rules.ops_lif`).
+    and gradients as repeated :func:`step_v`; see :mod:`spikegrad.rules.bpsta.ops`).
 
     Returns:
         ``(o, h)``: outputs and pre-reset potentials.

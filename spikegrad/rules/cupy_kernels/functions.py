@@ -66,7 +66,7 @@ class LIFKernel(torch.autograd.Function):
     """``(x, v0, a0, spec) -> (out, v, pre)`` for a kernel pair that saves ``pre`` (fp32).
 
     Shared by reset-term (``a0`` the trace state), BPSA/BPTA and multi-strength (``a0`` is
-    ``None``); the argument names of each spec are mapped in :data:`_NAMES`.
+    ``None``); the argument names of each spec are mapped in ``_NAMES``.
     """
 
     @staticmethod

@@ -3,9 +3,9 @@
 A :class:`KernelSpec` holds a rule's constants (C literals computed here from the rule's
 parameters, see :func:`~spikegrad.rules.cupy_kernels.ctext.c_float`), the surrogate's
 derivative as a device function (written by the surrogate object itself), and the forward and
-backward bodies of :mod:`spikegrad.rules.cupy_kernels.kernels`. :meth:`KernelSpec.source`
-renders them into one translation unit that NVRTC (CuPy), ``nvcc`` and ``g++`` (the host shim)
-all compile:
+backward bodies of the rules' ``cupy`` modules (e.g. :mod:`spikegrad.rules.reset_term.cupy`).
+:meth:`KernelSpec.source` renders them into one translation unit that NVRTC (CuPy), ``nvcc`` and
+``g++`` (the host shim) all compile:
 
 * one thread per neuron (``[T, *]`` flattened to ``[T, N]``, element ``t * N + i``), looping
   over time in registers, fp32 arithmetic; ``float`` and ``sg_half`` (fp16) storage through

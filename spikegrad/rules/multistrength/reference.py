@@ -129,7 +129,7 @@ def forward(
     """The whole sequence, fused: the torch operator ``spikegrad::multistrength_forward`` (its
     registered autograd, ``spikegrad::multistrength_backward``, is the straight-through
     recursion; same values and gradients as repeated :func:`step`; see
-    :mod:`spikegrad.rules.ops_lif`).
+    :mod:`spikegrad.rules.multistrength.ops`).
 
     Returns:
         ``(θ, v)``: strengths and remainders.

@@ -177,7 +177,7 @@ def sequence(c: torch.Tensor, spec: KernelSpec, rescale: Any = None,
 
     All ``T`` neighbors of a neuron are replayed by one thread in registers (no ``[T, T, *]``
     tensor); the rescale (``rescale``, needs the whole layer) runs in torch afterwards.
-    ``spec`` from :func:`~spikegrad.rules.cupy_kernels.kernels.na_spec`.
+    ``spec`` from :func:`spec`.
 
     Shape:
         c: ``[T, *]``; u_init, a_init: ``[*]``; outputs: ``[T, *]``.

@@ -39,11 +39,11 @@ class NA:
             leaves the same state either way (``ϑ`` when removed, 0 when added); the replay
             after it follows this reset.
         implementation: ``"auto"`` (default: the compiled CPU kernel of
-            :mod:`spikegrad.rules.na_cpu` for CPU float32/float64 tensors when it can be built,
+            :mod:`spikegrad.rules.na.cpu` for CPU float32/float64 tensors when it can be built,
             the Triton kernels of :mod:`spikegrad.rules.triton_kernels` for a whole window on
             CUDA tensors when they can run, else this module's torch code), ``"torch"``,
             ``"cpp"`` or ``"triton"`` (raise if they cannot run). The choice is made by
-            :mod:`spikegrad.rules.dispatch`; :func:`implementation` reports it.
+            :mod:`spikegrad.rules.dispatch`; :func:`spikegrad.rules.na.implementation` reports it.
     """
 
     beta: float = 0.8
@@ -112,7 +112,8 @@ def _one_step(x: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor | None
 def reference_step(
     c: torch.Tensor, u_prev: torch.Tensor, a_prev: torch.Tensor, cfg: NA
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`step` in plain torch (the body of the operator ``spikegrad::na_step``)."""
+    """``spikegrad.rules.na.step`` in plain torch (the body of the operator
+    ``spikegrad::na_step``)."""
     v_prev = cfg.after_reset(u_prev, u_prev > cfg.threshold)
     u = cfg.beta * v_prev + c
     s = (u > cfg.threshold).to(c.dtype)
@@ -123,7 +124,8 @@ def reference_forward(
     c: torch.Tensor, cfg: NA, *, a_init: torch.Tensor | None = None,
     u_init: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """:func:`forward` in plain torch (the body of the operator ``spikegrad::na_forward``)."""
+    """``spikegrad.rules.na.forward`` in plain torch (the body of the operator
+    ``spikegrad::na_forward``)."""
     if c.shape[0] == 0:
         return torch.empty_like(c), torch.empty_like(c), torch.empty_like(c)
     u = torch.zeros_like(c[0]) if u_init is None else u_init
@@ -215,7 +217,8 @@ def reference_deltas(
     a_init: torch.Tensor | None = None, neighbors: int | None = None,
     changed: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """:func:`deltas` in plain torch (the body of the operator ``spikegrad::na_replay``)."""
+    """``spikegrad.rules.na.deltas`` in plain torch (the body of the operator
+    ``spikegrad::na_replay``)."""
     K = c.shape[0] if neighbors is None else neighbors
     if K == 0:
         return c.new_empty((0, *c.shape[1:]))

@@ -5,7 +5,7 @@ and ``u0`` float32 for every storage type).
 Operators ``spikegrad::triton_na_fwd(c, u0, a0, ...) -> (out, u)`` and
 ``spikegrad::triton_na_bwd``: NA saves only its inputs and its backward kernel recomputes the
 trajectory and replays all ``T`` neighbors of a neuron in registers. The jit helpers
-:func:`after_reset` and :func:`trace` are shared with the replay kernel
+``after_reset`` and ``trace`` are shared with the replay kernel
 (:mod:`spikegrad.rules.na.triton_replay`). Shared helpers and conventions:
 :mod:`spikegrad.rules.triton_kernels.lib`.
 """

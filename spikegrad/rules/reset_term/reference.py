@@ -151,7 +151,7 @@ class SequenceFunction:
     backward pass is the recursion of the module docstring, run once over time instead of
     through one autograd node per operation. Same values and gradients as :func:`forward`.
     Runs the torch operator ``spikegrad::reset_term_forward`` (its registered autograd is
-    ``spikegrad::reset_term_backward``) for Sigmoid/ATan; see :mod:`spikegrad.rules.ops_lif`.
+    ``spikegrad::reset_term_backward``) for Sigmoid/ATan; see :mod:`spikegrad.rules.reset_term.ops`.
     """
 
     @staticmethod

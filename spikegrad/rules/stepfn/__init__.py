@@ -20,21 +20,23 @@ The same traced step also renders CUDA C for CuPy (:mod:`spikegrad.rules.stepfn.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from spikegrad._checks import check_float_tensor
-from spikegrad.rules import dispatch
+from spikegrad.rules import dispatch, first_use
 from spikegrad.rules.stepfn import cuda_gen, triton_gen
 from spikegrad.rules.stepfn.contract import StepRule, check_rule, reference_sequence
 from spikegrad.rules.stepfn.graph import UnsupportedOperation, trace
 
 __all__ = ["StepRule", "UnsupportedOperation", "sequence", "choice", "reference_sequence",
-           "check_rule", "trace", "IMPLEMENTATIONS"]
+           "check_rule", "trace", "IMPLEMENTATIONS", "GeneratedKernel", "kernel"]
 
 IMPLEMENTATIONS = ("auto", "torch", "triton", "cupy")
 _WARNED: set[Any] = set()
@@ -123,3 +125,53 @@ def sequence(rule: StepRule, x: torch.Tensor, state: tuple[torch.Tensor, ...] | 
     final = tuple(r.reshape(x.shape[1:]).to(s.dtype) for r, s in zip(res[1:1 + k], state,
                                                                         strict=True))
     return out, final
+
+
+@dataclass(frozen=True)
+class GeneratedKernel:
+    """A step rule's generated kernels of one family, as the host's ``backend`` switch sees
+    them (:func:`spikegrad.rules.dispatch.select`, the first-use probe): hashable, and it
+    brings its own first-use probe (:meth:`probe`).
+
+    Args:
+        family: ``"triton"`` or ``"cupy"``.
+        step_rule: the rule (it traces: :func:`kernel` checks that).
+    """
+
+    family: str
+    step_rule: StepRule
+
+    @property
+    def rule(self) -> str:
+        """The rule's name (what a fallback message names)."""
+        return self.step_rule.name
+
+    @property
+    def digest(self) -> str:
+        """A short hash of the configuration (for messages)."""
+        return hashlib.sha256(repr(self.step_rule).encode()).hexdigest()
+
+    def probe(self, device: torch.device, dtype: torch.dtype) -> list[tuple[str, torch.Tensor]]:
+        """The first-use probe: the kernels forward and backward on a tiny input from zero
+        states; the tensors that must be finite."""
+        x = first_use.inputs(device, dtype, 1)[0]
+        state = tuple(torch.zeros_like(x[0]) for _ in self.step_rule.states)
+        run = cuda_gen.sequence if self.family == "cupy" else (
+            lambda rule, x_, s: sequence(rule, x_, s, implementation="triton"))
+        out, final = run(self.step_rule, x, state)
+        loss = out.float().sum() + sum((s.float() * (k + 2.0)).sum() for k, s in enumerate(final))
+        (grad,) = torch.autograd.grad(loss, x)
+        return [("outputs", out.detach()), *(("states", s.detach()) for s in final),
+                ("gradient", grad)]
+
+
+def kernel(rule: StepRule, family: str) -> GeneratedKernel | str:
+    """``rule``'s generated kernels of ``family`` (``"triton"`` or ``"cupy"``), or a sentence
+    saying why there are none (an operation the generator does not cover)."""
+    if family not in ("triton", "cupy"):
+        raise ValueError(f"family must be 'triton' or 'cupy', got {family!r}")
+    try:
+        trace(rule) if family == "triton" else cuda_gen.kernel_spec(rule)
+    except UnsupportedOperation as exc:
+        return f"no generated {family} kernel for {rule.name}: {exc}"
+    return GeneratedKernel(family, rule)

@@ -7,8 +7,9 @@
   graphs that hold the Triton kernels (``triton_kernel_wrapper_functional``), i.e. what
   Inductor compiles on a GPU.
 
-* :func:`cubin`: every variant the operators of :mod:`.ops` and :mod:`.replay` can launch on
-  a GPU (:func:`variants`: each kernel's ``tl.constexpr`` flags as the operators pass them ×
+* :func:`cubin`: every variant the rules' Triton operators (each rule folder's ``triton.py``,
+  NA's ``triton_replay.py``) can launch on a GPU (:func:`variants`: each kernel's
+  ``tl.constexpr`` flags as the operators pass them ×
   float32/float16/bfloat16 storage, ``BLOCK = 128``, 4 warps, no FP fusion) compiled to a
   cubin for sm_80 and sm_90 by Triton's own compiler and ``ptxas`` (no device needed), with
   the registers, spill bytes and shared memory of each; a compile error, a spill, more than

@@ -1,8 +1,8 @@
 """What every hand-written Triton kernel shares (imports Triton).
 
-* ``@triton.jit`` helpers: :func:`store` (float32 rounded to nearest even to the pointer's
-  type), :func:`load` (widened to float32), :func:`divs` ("tensor / scalar" as torch does on
-  each device), :func:`lanes` (one program's neurons), :func:`surrogate_grad` (the Sigmoid/ATan
+* ``@triton.jit`` helpers: ``store`` (float32 rounded to nearest even to the pointer's
+  type), ``load`` (widened to float32), ``divs`` ("tensor / scalar" as torch does on
+  each device), ``lanes`` (one program's neurons), ``surrogate_grad`` (the Sigmoid/ATan
   derivative the kernels know);
 * the launch (:func:`launch`: ``ceil(N / BLOCK)`` programs, no FMA on CUDA) and argument
   helpers of the ``triton_op`` operators (:func:`tn`, :func:`grad_arg`);
