@@ -16,7 +16,7 @@ from spikegrad.rules.cupy_kernels.source import KernelSpec, bool_const, constant
 __all__ = ["spec", "sequence"]
 
 
-# --- the kernel source
+# --- the kernel source ---------------------------------------------------------------------------
 _HT_FWD = r"""
   float v = sg_load(v0, i);
   for (long long t = 0; t < T; ++t) {
@@ -80,7 +80,7 @@ def spec(cfg: Any) -> KernelSpec:
     )
 
 
-# --- the entry point
+# --- the entry point -----------------------------------------------------------------------------
 def sequence(x: torch.Tensor, v0: torch.Tensor, spec: KernelSpec
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The HTDGLIF node over a sequence, fused: ``(o, v)`` as repeated

@@ -35,7 +35,7 @@ Tensor = torch.Tensor
 F32 = torch.float32
 
 
-# --- kernels
+# --- kernels -------------------------------------------------------------------------------------
 @triton.jit
 def bpsta_fwd(x_ptr, v0_ptr, o_ptr, v_ptr, h_ptr, T, N, theta, decay, dt,
               PAPER: tl.constexpr, BLOCK: tl.constexpr):
@@ -100,7 +100,7 @@ def bpsta_bwd(x_ptr, h_ptr, g_o_ptr, g_v_ptr, grad_x_ptr, grad_v0_ptr, T, N, las
     store(grad_v0_ptr + offs, dv, mask)
 
 
-# --- operators
+# --- operators -----------------------------------------------------------------------------------
 @triton_op("spikegrad::triton_bpsta_fwd", mutates_args=())
 def bpsta_fwd_op(x: Tensor, v0: Tensor, paper: bool, threshold: float, alpha: float, decay: float,
               dt: float) -> tuple[Tensor, Tensor, Tensor]:
@@ -140,7 +140,7 @@ def _ht_backward(ctx: Any, g_o: Tensor | None, g_v: Tensor | None, _g_h: Any) ->
 bpsta_fwd_op.register_autograd(_ht_backward, setup_context=_ht_setup)
 
 
-# --- entry point
+# --- entry point ---------------------------------------------------------------------------------
 def sequence(x: torch.Tensor, v0: torch.Tensor | None, cfg: HTDGLIF
                    ) -> tuple[torch.Tensor, torch.Tensor]:
     """The HTDGLIF node over a sequence, fused: ``(o, v)`` as repeated

@@ -130,7 +130,7 @@ class KernelSpec:
         return "\n\n".join(out + ["\n".join(host)]) + "\n"
 
 
-# --- helpers of the rules' spec functions (spikegrad/rules/<rule>/cupy.py)
+# --- helpers of the rules' spec functions (spikegrad/rules/<rule>/cupy.py) -----------------------
 def bool_const(value: bool) -> tuple[str, str]:
     return "bool", "true" if value else "false"
 

@@ -35,7 +35,7 @@ Tensor = torch.Tensor
 F32 = torch.float32
 
 
-# --- kernels
+# --- kernels -------------------------------------------------------------------------------------
 @triton.jit
 def multistrength_fwd(z_ptr, v0_ptr, theta_ptr, v_ptr, h_ptr, T, N, tau, inv_tau, beta, cap,
                       CAPPED: tl.constexpr, RECIP: tl.constexpr, BLOCK: tl.constexpr):
@@ -88,7 +88,7 @@ def multistrength_bwd(h_ptr, g_theta_ptr, g_v_ptr, grad_z_ptr, grad_v0_ptr, T, N
 #: whether the kernels were defined for Triton's CPU interpreter (``TRITON_INTERPRET=1``)
 
 
-# --- operators
+# --- operators -----------------------------------------------------------------------------------
 @triton_op("spikegrad::triton_multistrength_fwd", mutates_args=())
 def multistrength_fwd_op(z: Tensor, v0: Tensor, tau: float, inv_tau: float, beta: float,
                       capped: bool, cap: float, window_hi: float, detach: bool
@@ -132,7 +132,7 @@ def _ms_backward(ctx: Any, g_t: Tensor | None, g_v: Tensor | None, _g_h: Any) ->
 multistrength_fwd_op.register_autograd(_ms_backward, setup_context=_ms_setup)
 
 
-# --- entry point
+# --- entry point ---------------------------------------------------------------------------------
 def sequence(z: torch.Tensor, v0: torch.Tensor | None, cfg: MultiStrength
                            ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-strength IF over a sequence, fused: ``(θ, v)`` as repeated

@@ -24,7 +24,7 @@ from spikegrad.rules.cupy_kernels.source import KernelSpec, bool_const, constant
 __all__ = ["spec", "sequence"]
 
 
-# --- the kernel source
+# --- the kernel source ---------------------------------------------------------------------------
 _NA_RESET = r"""
 SG_DEVICE float after_reset(float u, bool fire) {
   if (SUBTRACT) return u - THETA * (fire ? 1.0f : 0.0f);
@@ -118,7 +118,7 @@ def spec(cfg: Any) -> KernelSpec:
     )
 
 
-# --- the entry point
+# --- the entry point -----------------------------------------------------------------------------
 class _NAKernel(torch.autograd.Function):
     """``(c, spec, rescale, u_init, a_init) -> (out, u)``, as
     :class:`spikegrad.rules.na.NAFunction` (gradient to ``c`` only)."""

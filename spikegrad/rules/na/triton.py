@@ -38,7 +38,7 @@ Tensor = torch.Tensor
 F32 = torch.float32
 
 
-# --- kernels
+# --- kernels -------------------------------------------------------------------------------------
 @triton.jit
 def after_reset(u, fire, theta, SUBTRACT: tl.constexpr):
     """The post-reset state: ``u - ϑ s`` (subtract) or ``0`` where it fired (zero)."""
@@ -146,7 +146,7 @@ def na_bwd(c_ptr, u0_ptr, a0_ptr, g_ptr, g_u_ptr, delta_ptr, U_ptr, A_ptr, E_ptr
         kq += N
 
 
-# --- operators
+# --- operators -----------------------------------------------------------------------------------
 @triton_op("spikegrad::triton_na_fwd", mutates_args=())
 def na_fwd_op(c: Tensor, u0: Tensor, a0: Tensor, beta: float, threshold: float, ls: float,
               gain: float, clamp: float, trace: bool, subtract: bool, cube: bool,
@@ -190,7 +190,7 @@ def _na_backward(ctx: Any, g: Tensor | None, g_u: Tensor | None) -> tuple[Any, .
 na_fwd_op.register_autograd(_na_backward, setup_context=_na_setup)
 
 
-# --- entry point
+# --- entry point ---------------------------------------------------------------------------------
 def _na_args(cfg: NA) -> tuple[Any, ...]:
     return (f32(cfg.beta), f32(cfg.threshold), f32(cfg.trace_decay), f32(cfg.trace_gain),
             f32(cfg.clamp), cfg.tau_s is not None, cfg.reset == "subtract",

@@ -22,7 +22,7 @@ from spikegrad.rules.cupy_kernels.source import KernelSpec, bool_const, constant
 __all__ = ["spec", "sequence"]
 
 
-# --- the kernel source
+# --- the kernel source ---------------------------------------------------------------------------
 _RT_FWD = r"""
   float v = sg_load(v0, i);
   float a = sg_load(a0, i);
@@ -94,7 +94,7 @@ def spec(beta: float, threshold: float, surrogate: Any, mechanism: str,
     )
 
 
-# --- the entry point
+# --- the entry point -----------------------------------------------------------------------------
 def sequence(c: torch.Tensor, v0: torch.Tensor, a0: torch.Tensor | None,
                         spec: KernelSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """``ResetTermLIFNode``'s multi-step path fused: ``(spikes or trace, v)``.

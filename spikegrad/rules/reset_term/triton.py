@@ -37,7 +37,7 @@ Tensor = torch.Tensor
 F32 = torch.float32
 
 
-# --- kernels
+# --- kernels -------------------------------------------------------------------------------------
 @triton.jit
 def reset_term_fwd(c_ptr, v0_ptr, a0_ptr, out_ptr, v_ptr, u_ptr, T, N, beta, theta, ls, gain,
                    SUBTRACT: tl.constexpr, INCLUSIVE: tl.constexpr, TRACE: tl.constexpr,
@@ -109,7 +109,7 @@ def reset_term_bwd(u_ptr, g_out_ptr, g_v_ptr, grad_c_ptr, grad_v0_ptr, grad_a0_p
         store(grad_a0_ptr + offs, ls * ea, mask)
 
 
-# --- operators
+# --- operators -----------------------------------------------------------------------------------
 @triton_op("spikegrad::triton_reset_term_fwd", mutates_args=())
 def reset_term_fwd_op(c: Tensor, v0: Tensor, a0: Tensor, beta: float, threshold: float,
                    subtract: bool, inclusive: bool, trace: bool, ls: float, gain: float,
@@ -159,7 +159,7 @@ def _rt_backward(ctx: Any, g_out: Tensor | None, g_v: Tensor | None, _g_u: Any) 
 reset_term_fwd_op.register_autograd(_rt_backward, setup_context=_rt_setup)
 
 
-# --- entry point
+# --- entry point ---------------------------------------------------------------------------------
 def sequence(c: torch.Tensor, v0: torch.Tensor | None, a0: torch.Tensor | None,
                         spec: ResetTermSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Reset-term LIF over a sequence, fused: ``(spikes or trace, v)``.
