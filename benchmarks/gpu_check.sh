@@ -18,7 +18,7 @@
 #   env      versions, GPU, which optional modules import
 #   check    python -m spikegrad.check on every device (CUDA rows: Triton, CuPy, torch)
 #   tests    the test files whose CUDA variants run only on a GPU
-#   cubin    the Triton kernels compiled for the machine's own architecture and sm_80/sm_90
+#   cubin    the Triton kernels compiled for sm_80 and sm_90
 #   speed    benchmarks/compare.py --mode speed on CUDA (layers incl. the Open Neuromorphic
 #            workload: batch 16, T = 500, 16 384 neurons; the tutorial set eager and compiled)
 #   train    benchmarks/compare.py, both frameworks, every rule, one epoch of Fashion-MNIST
@@ -29,7 +29,7 @@ MODE=run
 case "${1:-}" in
   --prepare) MODE=prepare; shift ;;
   --dry-run) MODE=dry; shift ;;
-  -h|--help) sed -n '2,28p' "$0"; exit 0 ;;
+  -h|--help) sed -n '2,24p' "$0"; exit 0 ;;
 esac
 
 if [ "$MODE" = prepare ]; then
@@ -99,15 +99,12 @@ step check "${LIMITS[1]}" $PY -m spikegrad.check $CHECK_ARGS --json "$OUT_DIR/ch
 TEST_FILES="tests/rules/test_triton_kernels.py tests/rules/test_triton_replay.py
   tests/rules/test_cupy_kernels.py tests/rules/test_cupy_launch.py tests/rules/test_ops.py
   tests/rules/test_first_use.py tests/neurons/test_spikingjelly_cupy.py tests/adapters/test_silence.py
-  tests/rules/test_traffic.py tests/test_check.py"
+  tests/rules/test_traffic.py tests/test_check.py tests/rules/test_stepfn.py
+  tests/neurons/test_step_node_backend.py"
 # shellcheck disable=SC2086
 step tests "${LIMITS[2]}" $PY -m pytest -q -p no:cacheprovider "${TESTS_K[@]}" \
   --junitxml="$OUT_DIR/tests.xml" $TEST_FILES
-if $PY -c "import spikegrad.rules.triton_kernels.check as c; raise SystemExit(0 if hasattr(c, 'cubin') else 1)" 2>/dev/null; then
-  step cubin "${LIMITS[3]}" $PY -m spikegrad.rules.triton_kernels.check --cubin --json "$OUT_DIR/cubin.json"
-else
-  step cubin "${LIMITS[3]}" $PY -m spikegrad.rules.triton_kernels.check
-fi
+step cubin "${LIMITS[3]}" $PY -m spikegrad.rules.triton_kernels.check --cubin --json "$OUT_DIR/cubin.json"
 # shellcheck disable=SC2086
 step speed "${LIMITS[4]}" $PY benchmarks/compare.py --mode speed $SPEED_ARGS --no-progress \
   --out "$OUT_DIR/speed"

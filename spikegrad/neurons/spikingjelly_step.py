@@ -31,10 +31,12 @@ class Node(SpikegradNode):
         rule: the step rule.
         step_mode, store_v_seq: as the host's nodes.
         backend: the host's switch, as on spikegrad's own nodes: ``"torch"`` (default: the
-            node's own path, which ``implementation`` chooses), ``"cupy"`` (the generated CUDA
-            C through CuPy), ``"triton"`` (the generated Triton kernels) or ``"auto"`` (Triton,
-            then CuPy, where they run; else the node's own path), multi-step mode; an explicit
-            ``"cupy"``/``"triton"`` that cannot run raises, naming why. With
+            node's own path, which ``implementation`` chooses: by default the generated Triton
+            kernels on CUDA, without the first-use probe and fall-back of the other values),
+            ``"cupy"`` (the generated CUDA C through CuPy), ``"triton"`` (the generated Triton
+            kernels) or ``"auto"`` (Triton, then CuPy, where they run; else the node's own
+            path), multi-step mode; an explicit ``"cupy"``/``"triton"`` that cannot run
+            raises, naming why. With
             ``store_v_seq=True`` the generated kernels do not apply (they return the final
             states, not every step's ``v``).
         implementation: what the node's own path (``backend="torch"``) runs: ``"auto"``

@@ -1,4 +1,7 @@
-"""The dispatcher: the only place that picks torch, cpp, Triton or CuPy for a rule.
+"""The dispatcher: the one place that picks torch, cpp, Triton or CuPy for the rules with
+hand-written kernels and for the spikingjelly nodes' ``backend`` (a step rule's own
+``implementation`` is chosen by :func:`spikegrad.rules.stepfn.choice`, which asks this module
+about CuPy).
 
 Implementations:
 

@@ -1,4 +1,4 @@
-"""The fused kernels of ``spikegrad.rules.cupy_kernels`` against the torch references.
+"""The hand-written CuPy kernels (each rule folder's ``cupy.py``) against the torch references.
 
 Every rule's forward and backward kernel, for several configurations, float32 and float16,
 odd shapes and ``T = 1``, random upstream gradients (on every output) and random initial

@@ -3,7 +3,7 @@
 * ``torch.library.opcheck`` with all its default checks (schema, autograd registration, fake
   tensors, AOT dispatch) for every operator spikegrad.rules defines, float32 and float64, small
   random inputs; NA's torch and compiled CPU implementations both;
-* the new fused backward operators against plain autograd through the rules' step functions,
+* the fused backward operators against plain autograd through the rules' step functions,
   with random upstream gradients on every output;
 * the dispatcher: one place, reporting what runs (cpp for NA on CPU, torch elsewhere here);
 * device hygiene without a GPU: every operator's fake implementation under

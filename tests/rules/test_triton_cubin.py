@@ -32,8 +32,9 @@ if importlib.util.find_spec("triton") is None:
 ROOT = Path(__file__).resolve().parents[2]
 ARCHS = (80, 90)
 #: Counted here, independently of the check: the values each ``tl.constexpr`` flag can take in
-#: a GPU launch of ops.py / replay.py (``RECIP`` is ``x.is_cuda``: one value; every other flag
-#: is a bool or the surrogate kind 0/1 taken from the caller's configuration: two).
+#: a GPU launch of a rule folder's triton.py / na/triton_replay.py (``RECIP`` is ``x.is_cuda``:
+#: one value; every other flag is a bool or the surrogate kind 0/1 taken from the caller's
+#: configuration: two).
 FLAG_VALUES = {
     "reset_term_fwd": {"SUBTRACT": 2, "INCLUSIVE": 2, "TRACE": 2},
     "reset_term_bwd": {"SURROGATE": 2, "SUBTRACT": 2, "INCLUSIVE": 2, "TRACE": 2,

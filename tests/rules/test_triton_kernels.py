@@ -1,4 +1,4 @@
-"""The Triton kernels of ``spikegrad.rules.triton_kernels`` against the torch references.
+"""The hand-written Triton kernels (each rule folder's ``triton.py``) against the torch references.
 
 Without a GPU the kernels run in Triton's interpreter on CPU tensors: this module sets
 ``TRITON_INTERPRET=1`` before Triton is first imported (and leaves it set: a CPU-only process

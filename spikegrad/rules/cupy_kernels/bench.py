@@ -80,7 +80,8 @@ def _time(fn: Fn, x: torch.Tensor, v: torch.Tensor, min_run_time: float) -> floa
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m spikegrad.rules.cupy_kernels.bench",
+                                     description=__doc__.split("\n\n")[0])
     parser.add_argument("--steps", type=int, nargs="+", default=[4, 8, 16, 32])
     parser.add_argument("--neurons", type=int, default=64 * 1024)
     parser.add_argument("--dtype", choices=("float32", "float16"), default="float32")

@@ -49,8 +49,9 @@ def _triton_problem(device: torch.device) -> str | None:
         return None
     if os.environ.get("TRITON_INTERPRET") == "1":
         return None
-    return f"the generated Triton kernels run CUDA tensors (tensors on {device}; set " \
-           "TRITON_INTERPRET=1 to interpret them on the CPU)"
+    return f"the generated Triton kernels run on CUDA tensors (tensors on {device}; use " \
+           "implementation='auto' or 'torch' here, or set TRITON_INTERPRET=1 to interpret " \
+           "them on the CPU)"
 
 
 def choice(rule: StepRule, x: torch.Tensor, implementation: str = "auto") -> tuple[str, str | None]:
@@ -66,8 +67,9 @@ def choice(rule: StepRule, x: torch.Tensor, implementation: str = "auto") -> tup
             cuda_gen.kernel_spec(rule)
             problem = (None if x.device.type == "cuda" and x.dtype in (torch.float32,
                                                                         torch.float16)
-                       else f"the generated CuPy kernels run float32/float16 CUDA tensors "
-                            f"(got {x.dtype} on {x.device})")
+                       else f"the generated CuPy kernels run on CUDA tensors in float32/float16 "
+                            f"(got a {x.dtype} tensor on {x.device}); use implementation='auto' "
+                            "or 'torch' here")
             problem = problem or (dispatch.cupy_problem(x.device) or (None, None))[1]
         except UnsupportedOperation as e:
             problem = str(e)

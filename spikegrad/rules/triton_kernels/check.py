@@ -19,7 +19,7 @@
 Run it without ``TRITON_INTERPRET`` (the interpreter compiles nothing). Without a GPU the
 traced graphs cannot run; that failure (no Triton driver) is expected and ignored.
 
-Command line: ``python -m spikegrad.rules.triton_kernels.check`` (PTX and graphs, as before);
+Command line: ``python -m spikegrad.rules.triton_kernels.check`` (PTX and graphs);
 ``... check --cubin [--arch 80 90] [--block N] [--only NAME ...] [--json PATH]`` (the cubin
 table; exit status 1 on any failure).
 """
@@ -642,8 +642,8 @@ def table(records: Sequence[Record], rows: bool = True) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Without ``--cubin``: both old checks (print ``ptx ok <n>`` and ``graphs ok <n>``). With
-    ``--cubin``: the cubin table; exit status 1 on any failure."""
+    """Without ``--cubin``: the PTX and graph checks (print ``ptx ok <n>`` and
+    ``graphs ok <n>``). With ``--cubin``: the cubin table; exit status 1 on any failure."""
     parser = argparse.ArgumentParser(prog="python -m spikegrad.rules.triton_kernels.check",
                                      description=__doc__.split("\n\n")[0])
     parser.add_argument("--cubin", action="store_true",

@@ -1,6 +1,7 @@
 // Neighborhood Aggregation on the CPU: the forward pass and the neighbor replay of
-// spikegrad/rules/na.py, one neuron per loop iteration, all neighbors replayed in registers.
-// The equations and their derivation are in na.py's docstring; this file must compute exactly
+// spikegrad/rules/na/ (reference.py), one neuron per loop iteration, all neighbors replayed in
+// registers. The equations and their derivation are in the docstring of
+// spikegrad/rules/na/__init__.py; this file must compute exactly
 // what na.forward / na.backward compute (tests/rules/test_na_cpu.py checks it).
 //
 // Layout: [T, M] (time-major, trailing dimensions flattened), contiguous rows.
@@ -11,7 +12,7 @@
 //
 // The kernels are the CPU implementations of the torch operators spikegrad::na_forward_cpp,
 // spikegrad::na_step_cpp and spikegrad::na_replay_cpp (TORCH_LIBRARY at the end of this file;
-// spikegrad/rules/ops_na.py adds their fake implementations and na_forward_cpp's autograd).
+// spikegrad/rules/na/ops.py adds their fake implementations and na_forward_cpp's autograd).
 #include <torch/library.h>
 #include <torch/torch.h>
 #include <ATen/Parallel.h>
@@ -191,7 +192,7 @@ const T* ptr_or_null(const torch::Tensor& x) {
 }
 
 // c: [T, *]; returns (u, a), both [T, *]. distance, clamp and error do not enter the forward
-// pass: they are the op's backward (registered from Python, spikegrad/rules/ops_na.py).
+// pass: they are the op's backward (registered from Python, spikegrad/rules/na/ops.py).
 std::tuple<torch::Tensor, torch::Tensor> na_forward_cpp(
     const torch::Tensor& c, const std::optional<torch::Tensor>& a_init,
     const std::optional<torch::Tensor>& u_init, double beta, double threshold,
