@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import pytest
@@ -28,9 +29,9 @@ from spikegrad.rules import (
     na,
     reset_term,
     surrogate,
+    triton_kernels,
 )
 from spikegrad.rules.na import cpu as na_cpu
-from spikegrad.rules.na import ops as ops_na
 
 DTYPES = [torch.float32, torch.float64]
 T, B, N = 5, 2, 3
@@ -110,6 +111,12 @@ def samples(dtype: torch.dtype, device: str = "cpu", grad: bool = True
         for name in ("na_forward", "na_step", "na_replay"):
             out[f"{name}_cpp"] = out[name]
     return out
+
+
+#: every rule folder's operator module, found by the folder (so a new folder's operators are
+#: registered here, and test_every_operator_has_samples_here asks for their samples)
+OPS = {rule: importlib.import_module(f"spikegrad.rules.{rule}.ops")
+       for rule in triton_kernels.rules_with_kernels()}
 
 
 def our_ops() -> set[str]:
@@ -375,8 +382,7 @@ def test_na_step_and_window_replay_stay_on_the_input_device(device):
 def test_operator_bodies_on_meta_tensors(dtype):
     """The torch bodies of the operators (which the dispatcher would replace by the fakes on
     meta tensors) run on meta tensors and make nothing on another device."""
-    bodies = {**ops_na.BODIES, **reset_term.ops.BODIES, **bpsta.ops.BODIES,
-              **multistrength.ops.BODIES}
+    bodies = {name: body for module in OPS.values() for name, body in module.BODIES.items()}
     for name, cases in samples(dtype, device="meta", grad=False).items():
         if name.endswith("_cpp"):
             continue
