@@ -1,5 +1,6 @@
 """What the rules' torch operators share: registration, the surrogates an operator takes by name,
-and the per-step helpers (one step of a whole-sequence operator, the compile/eager switch)."""
+and the per-step helpers (one step of a whole-sequence operator, the compile/eager switch); and
+what the fused kernels' entry points share (:func:`state_vector`, for Triton and CuPy alike)."""
 
 from __future__ import annotations
 
@@ -92,3 +93,24 @@ def add_optional(a: torch.Tensor | None, b: torch.Tensor | None) -> torch.Tensor
 
 def zeros_if_none(g: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if g is None else g
+
+
+def state_vector(x: torch.Tensor | None, c: torch.Tensor, name: str,
+                 dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A per-neuron state as a contiguous ``[N]`` in ``dtype`` (default ``c``'s; zeros if
+    absent), broadcast to one step of ``c`` (``[T, *]``) as the torch reference does.
+
+    Raises:
+        ValueError: ``x`` does not broadcast to ``c.shape[1:]`` (a kernel would read past it).
+    """
+    dtype = c.dtype if dtype is None else dtype
+    step = c.shape[1:]
+    if x is None:
+        return c.new_zeros(step.numel(), dtype=dtype)
+    if x.shape != step:
+        try:
+            x = x.expand(step)
+        except RuntimeError:
+            raise ValueError(f"{name} has shape {tuple(x.shape)}, which does not broadcast to "
+                             f"one step of the input, {tuple(step)}") from None
+    return x.reshape(-1).to(dtype).contiguous()

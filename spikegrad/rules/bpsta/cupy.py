@@ -82,7 +82,7 @@ def spec(cfg: Any) -> KernelSpec:
 
 # --- the entry point -----------------------------------------------------------------------------
 def sequence(x: torch.Tensor, v0: torch.Tensor, spec: KernelSpec
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """The HTDGLIF node over a sequence, fused: ``(o, v)`` as repeated
     :func:`spikegrad.rules.bpsta.step_v` (gradients to ``x`` and ``v0``); ``spec`` from
     :func:`spec`.

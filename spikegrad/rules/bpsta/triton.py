@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
+from spikegrad.rules._oplib import state_vector
 from spikegrad.rules.bpsta.reference import HTDGLIF
 from spikegrad.rules.triton_kernels.lib import (
     flat,
@@ -23,7 +24,6 @@ from spikegrad.rules.triton_kernels.lib import (
     lanes,
     launch,
     load,
-    state_vector,
     store,
     tn,
 )
@@ -103,7 +103,7 @@ def bpsta_bwd(x_ptr, h_ptr, g_o_ptr, g_v_ptr, grad_x_ptr, grad_v0_ptr, T, N, las
 # --- operators -----------------------------------------------------------------------------------
 @triton_op("spikegrad::triton_bpsta_fwd", mutates_args=())
 def bpsta_fwd_op(x: Tensor, v0: Tensor, paper: bool, threshold: float, alpha: float, decay: float,
-              dt: float) -> tuple[Tensor, Tensor, Tensor]:
+                 dt: float) -> tuple[Tensor, Tensor, Tensor]:
     """HTDGLIF forward: ``(o, v, h)`` (``h`` float32, saved for the backward)."""
     x, T, N = x.contiguous(), *x.shape
     o, v = torch.empty_like(x), torch.empty_like(x)
@@ -114,8 +114,8 @@ def bpsta_fwd_op(x: Tensor, v0: Tensor, paper: bool, threshold: float, alpha: fl
 
 @triton_op("spikegrad::triton_bpsta_bwd", mutates_args=())
 def bpsta_bwd_op(x: Tensor, h: Tensor, g_o: Tensor | None, g_v: Tensor | None, paper: bool,
-              threshold: float, alpha: float, decay: float, dt: float
-              ) -> tuple[Tensor, Tensor]:
+                 threshold: float, alpha: float, decay: float, dt: float
+                 ) -> tuple[Tensor, Tensor]:
     """HTDGLIF backward: ``(dL/dx, dL/dv0)`` in ``x``'s dtype."""
     T, N, last = tn(h)
     grad_x, grad_v0 = torch.empty_like(x), x.new_empty(N)
@@ -142,7 +142,7 @@ bpsta_fwd_op.register_autograd(_ht_backward, setup_context=_ht_setup)
 
 # --- entry point ---------------------------------------------------------------------------------
 def sequence(x: torch.Tensor, v0: torch.Tensor | None, cfg: HTDGLIF
-                   ) -> tuple[torch.Tensor, torch.Tensor]:
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """The HTDGLIF node over a sequence, fused: ``(o, v)`` as repeated
     :func:`spikegrad.rules.bpsta.step_v` (gradients to ``x`` and ``v0``), either mode.
 
@@ -152,5 +152,5 @@ def sequence(x: torch.Tensor, v0: torch.Tensor | None, cfg: HTDGLIF
     xf = flat(x, "x")
     paper = cfg.mode == "paper"
     o, v, _ = bpsta_fwd_op(xf, state_vector(v0, x, "v0"), paper, f32(cfg.threshold), f32(cfg.alpha),
-                            f32(cfg.decay) if paper else 1.0, 1.0 if paper else f32(cfg.dt))
+                           f32(cfg.decay) if paper else 1.0, 1.0 if paper else f32(cfg.dt))
     return o.view(x.shape), v.view(x.shape)

@@ -18,10 +18,11 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
+from spikegrad.rules._oplib import state_vector
 from spikegrad.rules.cupy_kernels.launch import run
 from spikegrad.rules.cupy_kernels.source import KernelSpec
 
-__all__ = ["LIFKernel", "flat", "state", "state_grad", "grad_arg", "F32"]
+__all__ = ["LIFKernel", "flat", "state_grad", "grad_arg", "F32"]
 
 F32 = torch.float32
 
@@ -30,25 +31,6 @@ def flat(x: torch.Tensor) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).contiguous()
 
 
-def state(x: torch.Tensor | None, c: torch.Tensor, name: str,
-           dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A per-neuron state as a contiguous ``[N]`` in ``dtype`` (default ``c``'s; zeros if
-    absent), broadcast to one step of ``c`` (``[T, *]``) as the torch reference broadcasts it.
-
-    Raises:
-        ValueError: ``x`` does not broadcast to ``c.shape[1:]`` (the kernel would read past it).
-    """
-    dtype = c.dtype if dtype is None else dtype
-    step = c.shape[1:]
-    if x is None:
-        return c.new_zeros(step.numel(), dtype=dtype)
-    if x.shape != step:
-        try:
-            x = x.expand(step)
-        except RuntimeError:
-            raise ValueError(f"{name} has shape {tuple(x.shape)}, which does not broadcast to "
-                             f"one step of the input, {tuple(step)}") from None
-    return x.reshape(-1).to(dtype).contiguous()
 
 
 def state_grad(g: torch.Tensor, step: torch.Size, shape: torch.Size | None
@@ -76,10 +58,11 @@ class LIFKernel(torch.autograd.Function):
         xf = flat(x)
         out, v = torch.empty_like(xf), torch.empty_like(xf)
         pre = torch.empty(xf.shape, dtype=F32, device=x.device)
-        args: dict[str, Any] = {names["x"]: xf, "v0": state(v0, x, "v0"), names["out"]: out,
+        args: dict[str, Any] = {names["x"]: xf, "v0": state_vector(v0, x, "v0"),
+                                names["out"]: out,
                                 "v_out": v, names["pre"]: pre}
         if spec.rule == "reset_term":
-            args["a0"] = state(a0, x, "a0")
+            args["a0"] = state_vector(a0, x, "a0")
         run(spec, "forward", xf.shape[0], xf.shape[1], args)
         return out.view(x.shape), v.view(x.shape), pre
 

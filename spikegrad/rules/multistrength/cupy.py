@@ -69,7 +69,7 @@ def spec(cfg: Any) -> KernelSpec:
 
 # --- the entry point -----------------------------------------------------------------------------
 def sequence(z: torch.Tensor, v0: torch.Tensor, spec: KernelSpec
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-strength IF over a sequence, fused: ``(θ, v)`` as repeated
     :func:`spikegrad.rules.multistrength.step` (gradients to ``z`` and ``v0``); ``spec`` from
     :func:`spec`.

@@ -15,6 +15,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
+from spikegrad.rules._oplib import state_vector
 from spikegrad.rules.multistrength.reference import MultiStrength
 from spikegrad.rules.triton_kernels.lib import (
     divs,
@@ -23,7 +24,6 @@ from spikegrad.rules.triton_kernels.lib import (
     lanes,
     launch,
     load,
-    state_vector,
     store,
     tn,
 )
@@ -91,8 +91,8 @@ def multistrength_bwd(h_ptr, g_theta_ptr, g_v_ptr, grad_z_ptr, grad_v0_ptr, T, N
 # --- operators -----------------------------------------------------------------------------------
 @triton_op("spikegrad::triton_multistrength_fwd", mutates_args=())
 def multistrength_fwd_op(z: Tensor, v0: Tensor, tau: float, inv_tau: float, beta: float,
-                      capped: bool, cap: float, window_hi: float, detach: bool
-                      ) -> tuple[Tensor, Tensor, Tensor]:
+                         capped: bool, cap: float, window_hi: float, detach: bool
+                         ) -> tuple[Tensor, Tensor, Tensor]:
     """Multi-strength forward: ``(θ, v, h)`` (``h`` float32, saved for the backward)."""
     z, T, N = z.contiguous(), *z.shape
     theta, v = torch.empty_like(z), torch.empty_like(z)
@@ -104,8 +104,8 @@ def multistrength_fwd_op(z: Tensor, v0: Tensor, tau: float, inv_tau: float, beta
 
 @triton_op("spikegrad::triton_multistrength_bwd", mutates_args=())
 def multistrength_bwd_op(h: Tensor, g_theta: Tensor | None, g_v: Tensor | None, dtype: torch.dtype,
-                      tau: float, inv_tau: float, beta: float, capped: bool, cap: float,
-                      window_hi: float, detach: bool) -> tuple[Tensor, Tensor]:
+                         tau: float, inv_tau: float, beta: float, capped: bool, cap: float,
+                         window_hi: float, detach: bool) -> tuple[Tensor, Tensor]:
     """Multi-strength backward: ``(dL/dz, dL/dv0)`` in ``dtype``."""
     T, N, last = tn(h)
     grad_z = torch.empty(h.shape, dtype=dtype, device=h.device)
@@ -134,7 +134,7 @@ multistrength_fwd_op.register_autograd(_ms_backward, setup_context=_ms_setup)
 
 # --- entry point ---------------------------------------------------------------------------------
 def sequence(z: torch.Tensor, v0: torch.Tensor | None, cfg: MultiStrength
-                           ) -> tuple[torch.Tensor, torch.Tensor]:
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """Multi-strength IF over a sequence, fused: ``(θ, v)`` as repeated
     :func:`spikegrad.rules.multistrength.step` (gradients to ``z`` and ``v0``).
 

@@ -17,7 +17,8 @@ from typing import Any
 import torch
 from torch.autograd.function import once_differentiable
 
-from spikegrad.rules.cupy_kernels.functions import F32, flat, grad_arg, state
+from spikegrad.rules._oplib import state_vector
+from spikegrad.rules.cupy_kernels.functions import F32, flat, grad_arg
 from spikegrad.rules.cupy_kernels.launch import run
 from spikegrad.rules.cupy_kernels.source import KernelSpec, bool_const, constants, param_list
 
@@ -130,7 +131,8 @@ class _NAKernel(torch.autograd.Function):
         cf = flat(c)
         out, u = torch.empty_like(cf), torch.empty(cf.shape, dtype=F32, device=c.device)
         run(spec, "forward", cf.shape[0], cf.shape[1],
-            dict(c=cf, u_init=state(u_init, c, "u_init", F32), a_init=state(a_init, c, "a_init"),
+            dict(c=cf, u_init=state_vector(u_init, c, "u_init", F32),
+                 a_init=state_vector(a_init, c, "a_init"),
                  out=out, u_out=u))
         return out.view(c.shape), u.view(c.shape)
 
@@ -155,7 +157,8 @@ class _NAKernel(torch.autograd.Function):
         scratch = [torch.empty(cf.shape, dtype=F32, device=c.device) for _ in "UAE"]
         gu, has_gu = grad_arg(g_u if fused_u else None, scratch[0])
         run(ctx.spec, "backward", cf.shape[0], cf.shape[1],
-            dict(c=cf, u_init=state(u_init, c, "u_init", F32), a_init=state(a_init, c, "a_init"),
+            dict(c=cf, u_init=state_vector(u_init, c, "u_init", F32),
+                 a_init=state_vector(a_init, c, "a_init"),
                  g=g, has_g=has_g,
                  g_u=gu, has_g_u=has_gu, delta=delta, U=scratch[0], A=scratch[1], E=scratch[2]))
         delta = delta.view(c.shape)
@@ -167,8 +170,8 @@ class _NAKernel(torch.autograd.Function):
 
 
 def sequence(c: torch.Tensor, spec: KernelSpec, rescale: Any = None,
-                u_init: torch.Tensor | None = None, a_init: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+             u_init: torch.Tensor | None = None, a_init: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """:class:`spikegrad.rules.na.NAFunction` fused: ``(out, u)`` with the NA backward.
 
     ``u`` (and ``u_init``) is float32 for every input dtype: the spike is ``u > θ``, and a

@@ -19,6 +19,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
+from spikegrad.rules._oplib import state_vector
 from spikegrad.rules.na.reference import NA, Rescale
 from spikegrad.rules.triton_kernels.lib import (
     flat,
@@ -26,7 +27,6 @@ from spikegrad.rules.triton_kernels.lib import (
     lanes,
     launch,
     load,
-    state_vector,
     store,
     tn,
 )
@@ -227,8 +227,8 @@ class _NARescaled(torch.autograd.Function):
 
 
 def sequence(c: torch.Tensor, cfg: NA, rescale: Rescale | None = None,
-                u_init: torch.Tensor | None = None, a_init: torch.Tensor | None = None
-                ) -> tuple[torch.Tensor, torch.Tensor]:
+             u_init: torch.Tensor | None = None, a_init: torch.Tensor | None = None
+             ) -> tuple[torch.Tensor, torch.Tensor]:
     """:class:`spikegrad.rules.na.NAFunction` fused: ``(out, u)`` with the NA backward.
 
     ``out`` is the trace (the spikes without ``tau_s``) in ``c``'s dtype; ``u`` (and

@@ -96,7 +96,7 @@ def spec(beta: float, threshold: float, surrogate: Any, mechanism: str,
 
 # --- the entry point -----------------------------------------------------------------------------
 def sequence(c: torch.Tensor, v0: torch.Tensor, a0: torch.Tensor | None,
-                        spec: KernelSpec) -> tuple[torch.Tensor, torch.Tensor]:
+             spec: KernelSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """``ResetTermLIFNode``'s multi-step path fused: ``(spikes or trace, v)``.
 
     Same values and gradients (to ``c``, ``v0`` and the trace state ``a0``) as

@@ -16,6 +16,7 @@ import triton
 import triton.language as tl
 from torch.library import triton_op
 
+from spikegrad.rules._oplib import state_vector
 from spikegrad.rules.reset_term.spec import ResetTermSpec
 from spikegrad.rules.triton_kernels.lib import (
     divs,
@@ -24,7 +25,6 @@ from spikegrad.rules.triton_kernels.lib import (
     lanes,
     launch,
     load,
-    state_vector,
     store,
     surrogate_grad,
     tn,
@@ -112,9 +112,9 @@ def reset_term_bwd(u_ptr, g_out_ptr, g_v_ptr, grad_c_ptr, grad_v0_ptr, grad_a0_p
 # --- operators -----------------------------------------------------------------------------------
 @triton_op("spikegrad::triton_reset_term_fwd", mutates_args=())
 def reset_term_fwd_op(c: Tensor, v0: Tensor, a0: Tensor, beta: float, threshold: float,
-                   subtract: bool, inclusive: bool, trace: bool, ls: float, gain: float,
-                   surrogate: int, sg_a: float, sg_b: float, k_scale: float, tau_s: float,
-                   inv_tau_s: float) -> tuple[Tensor, Tensor, Tensor]:
+                      subtract: bool, inclusive: bool, trace: bool, ls: float, gain: float,
+                      surrogate: int, sg_a: float, sg_b: float, k_scale: float, tau_s: float,
+                      inv_tau_s: float) -> tuple[Tensor, Tensor, Tensor]:
     """Reset-term forward: ``(out, v, u)`` (``u`` float32, saved for the backward)."""
     c, T, N = c.contiguous(), *c.shape
     out, v = torch.empty_like(c), torch.empty_like(c)
@@ -126,10 +126,10 @@ def reset_term_fwd_op(c: Tensor, v0: Tensor, a0: Tensor, beta: float, threshold:
 
 @triton_op("spikegrad::triton_reset_term_bwd", mutates_args=())
 def reset_term_bwd_op(u: Tensor, g_out: Tensor | None, g_v: Tensor | None, dtype: torch.dtype,
-                   beta: float, threshold: float, subtract: bool, inclusive: bool, trace: bool,
-                   ls: float, gain: float, surrogate: int, sg_a: float, sg_b: float,
-                   k_scale: float, tau_s: float, inv_tau_s: float
-                   ) -> tuple[Tensor, Tensor, Tensor]:
+                      beta: float, threshold: float, subtract: bool, inclusive: bool, trace: bool,
+                      ls: float, gain: float, surrogate: int, sg_a: float, sg_b: float,
+                      k_scale: float, tau_s: float, inv_tau_s: float
+                      ) -> tuple[Tensor, Tensor, Tensor]:
     """Reset-term backward: ``(dL/dc, dL/dv0, dL/da0)`` in ``dtype``."""
     T, N, last = tn(u)
     grad_c = torch.empty(u.shape, dtype=dtype, device=u.device)
@@ -161,7 +161,7 @@ reset_term_fwd_op.register_autograd(_rt_backward, setup_context=_rt_setup)
 
 # --- entry point ---------------------------------------------------------------------------------
 def sequence(c: torch.Tensor, v0: torch.Tensor | None, a0: torch.Tensor | None,
-                        spec: ResetTermSpec) -> tuple[torch.Tensor, torch.Tensor]:
+             spec: ResetTermSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Reset-term LIF over a sequence, fused: ``(spikes or trace, v)``.
 
     Same values and gradients (to ``c``, ``v0`` and the trace state ``a0``) as

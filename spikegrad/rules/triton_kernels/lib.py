@@ -7,7 +7,8 @@
 * the launch (:func:`launch`: ``ceil(N / BLOCK)`` programs, no FMA on CUDA) and argument
   helpers of the ``triton_op`` operators (:func:`tn`, :func:`grad_arg`);
 * the entry points' input handling (:func:`flat`: ``[T, *]`` to contiguous ``[T, N]`` after
-  the device and dtype checks; :func:`state_vector`: a state broadcast to one step, ``[N]``).
+  the device and dtype checks; :func:`spikegrad.rules._oplib.state_vector`, shared with CuPy:
+  a state broadcast to one step, as ``[N]``).
 
 The kernels themselves sit with their rules: ``spikegrad/rules/<rule>/triton.py``. Conventions
 (as in every kernel): one program per ``BLOCK`` neurons of ``[T, N]`` (element ``t * N + i``),
@@ -33,7 +34,7 @@ from torch.library import wrap_triton
 from spikegrad.rules.triton_kernels.spec import device_problem
 
 __all__ = ["INTERPRETED", "BLOCK", "store", "load", "divs", "lanes", "surrogate_grad", "launch",
-           "tn", "grad_arg", "flat", "state_vector"]
+           "tn", "grad_arg", "flat"]
 
 Tensor = torch.Tensor
 #: neurons per program (one per thread with 4 warps)
@@ -128,22 +129,3 @@ def flat(x: torch.Tensor, name: str) -> torch.Tensor:
     return x.reshape(x.shape[0], -1).contiguous()
 
 
-def state_vector(x: torch.Tensor | None, c: torch.Tensor, name: str,
-           dtype: torch.dtype | None = None) -> torch.Tensor:
-    """A per-neuron state as a contiguous ``[N]`` in ``dtype`` (default ``c``'s; zeros if
-    absent), broadcast to one step of ``c`` (``[T, *]``) as the torch reference does.
-
-    Raises:
-        ValueError: ``x`` does not broadcast to ``c.shape[1:]``.
-    """
-    dtype = c.dtype if dtype is None else dtype
-    step = c.shape[1:]
-    if x is None:
-        return c.new_zeros(step.numel(), dtype=dtype)
-    if x.shape != step:
-        try:
-            x = x.expand(step)
-        except RuntimeError:
-            raise ValueError(f"{name} has shape {tuple(x.shape)}, which does not broadcast to "
-                             f"one step of the input, {tuple(step)}") from None
-    return x.reshape(-1).to(dtype).contiguous()
